@@ -1,0 +1,76 @@
+"""Writes the embedded face-video data set as a 300VW-format tree.
+
+    python -m deeplab_face.make_synthetic --out_dir=D --videos=N --frames=T --seed=K [--size=256] [--demo_clip]
+
+Videos `001`..`00N` are procedural talking faces (`deeplab_face.data.synthetic`); video `900` is
+the "real photo, synthetic motion" astronaut clip (`deeplab_face.data.demo_clip`). Each folder holds
+`vid.avi` (FFV1, lossless) and `annot/%06d.pts` (1-based frame numbers, 1-based coordinates).
+"""
+import pathlib
+
+from absl import flags
+
+from deeplab_face.errors import ConfigError
+
+DEMO_CLIP_ID = "900"
+
+
+
+def video_seed(seed, index):
+    """The seed of the index-th video (0-based) of a tree made with `seed`."""
+    return seed * 1000 + index
+
+
+def make_synthetic(out_dir, videos=6, frames=300, size=256, seed=0, demo_clip=True):
+    """Writes `videos` procedural videos (+ the demo clip) under `out_dir`; returns {id: frames}."""
+    if videos < 0 or videos > 899:
+        raise ConfigError(f"--videos={videos}: must be in 0..899 (900 is the demo clip)")
+    if frames < 1:
+        raise ConfigError(f"--frames={frames}: must be at least 1")
+    if size < 32:
+        raise ConfigError(f"--size={size}: must be at least 32")
+    import keras
+
+    from deeplab_face.data.demo_clip import write_demo_clip
+    from deeplab_face.data.synthetic import write_synthetic_video
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [(f"{i + 1:03d}", write_synthetic_video, video_seed(seed, i)) for i in range(videos)]
+    if demo_clip:
+        jobs.append((DEMO_CLIP_ID, write_demo_clip, seed))
+    progress = keras.utils.Progbar(len(jobs) * frames, unit_name="frame")
+    written = {}
+    for n, (video_id, write, job_seed) in enumerate(jobs):
+        done = n * frames
+        write(out_dir / video_id, frames, size, job_seed,
+              on_frame=lambda t, done=done: progress.update(done + t + 1) if (t + 1) % 30 == 0 else None)
+        written[video_id] = frames
+    progress.update(len(jobs) * frames, finalize=True)
+    return written
+
+
+def define_flags():
+    """The command's flags (defined only when run as a command, so importing this module is free)."""
+    flags.DEFINE_string("out_dir", None, "Folder to write the 300VW-format tree into (created if missing).")
+    flags.DEFINE_integer("videos", 6, "Number of procedural videos (ids 001, 002, ...).")
+    flags.DEFINE_integer("frames", 300, "Frames per video.")
+    flags.DEFINE_integer("size", 256, "Frame side in pixels (frames are square).")
+    flags.DEFINE_integer("seed", 0, "Seed of everything random (video i uses 1000 * seed + i).")
+    flags.DEFINE_bool("demo_clip", True,
+                      "Also write the astronaut 'real photo, synthetic motion' clip as video 900.")
+
+
+def main(argv):
+    del argv
+    FLAGS = flags.FLAGS
+    if not FLAGS.out_dir:
+        raise ConfigError("--out_dir: required")
+    written = make_synthetic(FLAGS.out_dir, FLAGS.videos, FLAGS.frames, FLAGS.size, FLAGS.seed,
+                             FLAGS.demo_clip)
+    print(f"wrote {len(written)} videos x {FLAGS.frames} frames to {FLAGS.out_dir}")
+
+
+if __name__ == "__main__":
+    from deeplab_face.cli import run
+    define_flags()
+    run(main)
