@@ -1,0 +1,104 @@
+"""Load DVSNet's released segmentation weights (TF1 Saver) into DeepLab-Fast (reference/dvsnet.md).
+
+DVSNet's checkpoints ("all in one" and "without decision network") hold three networks side by
+side. This loader takes the segmentation net only: 550 variables with no scope,
+
+    <conv>/weights (HWIO), <head conv>/biases        e.g. conv1/weights [7,7,3,64]
+    <bn>/{beta,gamma,moving_mean,moving_variance}    e.g. bn_conv1/gamma (no BatchNorm/ level)
+
+and skips what belongs to other loaders: `FlowNets/*` (flownet2s), `decision/*` (rl_scheduler),
+names containing `warp` (DVSNet's inference.py leaves them out of the segmentation restore too),
+`global_step` and optimiser slots. Keras layer names equal DVSNet's scopes (deeplab_fast.py), so
+the map below is one rule per weight kind. Any other difference raises CheckpointError on one
+line with counts and the first names of what is missing, unexpected or mis-shaped; nothing is
+assigned unless everything fits.
+
+This module reads TF1 checkpoints, so it imports TensorFlow (model modules do not).
+"""
+import keras
+
+from deeplab_face.errors import CheckpointError
+from deeplab_face.models.checkpoint import read_tf1_checkpoint
+
+# Scopes of DVSNet's other networks, loaded elsewhere (flownet2s, rl_scheduler).
+OTHER_NETWORK_SCOPES = ("FlowNets", "decision")
+_SHOW = 4  # names listed per category in an error line
+
+# layer class -> ((Keras attribute, DVSNet variable name under the layer's scope), ...)
+_WEIGHT_NAMES = {
+    keras.layers.Conv2D: (("kernel", "weights"), ("bias", "biases")),
+    keras.layers.BatchNormalization: (("gamma", "gamma"), ("beta", "beta"),
+                                      ("moving_mean", "moving_mean"),
+                                      ("moving_variance", "moving_variance")),
+}
+
+
+def _leaf_layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+
+
+def dvsnet_variable_map(model):
+    """{DVSNet variable name: Keras variable} for every weight of a DeepLab-Fast model.
+
+    `model` is the composed segmenter, its feature_net, or any model holding those layers.
+    """
+    mapping = {}
+    for layer in _leaf_layers(model):
+        rules = _WEIGHT_NAMES.get(type(layer), ())
+        for attribute, variable_name in rules:
+            variable = getattr(layer, attribute, None)
+            if variable is not None:
+                mapping[f"{layer.name}/{variable_name}"] = variable
+        if len(layer.weights) != sum(getattr(layer, a, None) is not None for a, _ in rules):
+            raise CheckpointError(f"layer {layer.name!r} ({type(layer).__name__}): weights with "
+                                  "no DVSNet name rule")
+    return mapping
+
+
+def is_segmentation_variable(name):
+    """True for the names this loader reads (after global_step/optimiser slots are dropped)."""
+    if name.split("/")[0] in OTHER_NETWORK_SCOPES:
+        return False
+    return "warp" not in name
+
+
+def _summary(label, names):
+    names = sorted(names)
+    if not names:
+        return None
+    shown = ", ".join(names[:_SHOW]) + (", ..." if len(names) > _SHOW else "")
+    return f"{len(names)} {label} ({shown})"
+
+
+def load_dvsnet_checkpoint(model, path):
+    """Assign DVSNet's segmentation variables to a DeepLab-Fast model.
+
+    Args:
+      model: a model built by `deeplab_fast.build_deeplab_fast*` (or `build_segmenter` with it);
+        its class count must match the checkpoint's (`fc_out/weights`).
+      path: checkpoint prefix (e.g. `.../model.ckpt-60000`) or a directory holding one.
+    Returns:
+      dict: `loaded` (count), `skipped` (other networks' variable count), `checkpoint` (prefix).
+    Raises:
+      CheckpointError: unreadable checkpoint, or missing / unexpected / mis-shaped names.
+    """
+    prefix, shapes, reader = read_tf1_checkpoint(path)
+    variables = dvsnet_variable_map(model)
+    available = {n: s for n, s in shapes.items() if is_segmentation_variable(n)}
+    missing = set(variables) - set(available)
+    unexpected = set(available) - set(variables)
+    misshaped = [f"{n} {list(available[n])}!={list(variables[n].shape)}"
+                 for n in sorted(set(variables) & set(available))
+                 if tuple(available[n]) != tuple(variables[n].shape)]
+    problems = [p for p in (_summary("missing", missing), _summary("unexpected", unexpected),
+                            _summary("mis-shaped", misshaped)) if p]
+    if problems:
+        raise CheckpointError(f"{prefix}: does not match the DeepLab-Fast model {model.name!r}: "
+                              + "; ".join(problems))
+    for name, variable in variables.items():
+        variable.assign(reader.get_tensor(name))
+    return dict(loaded=len(variables), skipped=len(shapes) - len(available), checkpoint=prefix)
