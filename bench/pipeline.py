@@ -1,0 +1,155 @@
+"""Benchmark: the dynamic pipeline's FPS at AKI 10, 30 and 100 against per-frame segmentation and
+against its limit (issue 6, item 7). Random weights; one run prints one table.
+
+    python bench/pipeline.py [--size=513] [--backbone=resnet_v1_50_beta] [--akis=10,30,100]
+
+- dynamic: `eval.runtime.DynamicSegmenter` with the fixed-interval scheduler at K = AKI over a
+  multiple of K frames (so exactly AKI), synthetic face frames of size S;
+- per-frame: the same runtime with K = 1, i.e. N = task_net . feature_net on every frame (same
+  backbone, same size);
+- limit: 1 / (t_flow + t_policy + t_warp + t_task), the medians of the non-key frames of all runs:
+  what the pipeline approaches as AKI grows.
+FPS is model time (eval.metrics.model_fps: the network passes and the scheduler; the float
+conversion, frame synthesis and the Python loop excluded); the wall-clock FPS of the same loop is
+printed beside it, and so is the FPS of the same key / non-key mix priced at the stage medians (on a
+shared machine, load spikes inflate the measured sums but not the medians). Target at S = 513 on CPU: at AKI >= 30, >= 0.8 x the limit and >= 4 x per-frame.
+"""
+import os
+import pathlib
+import platform
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
+
+from deeplab_face import cli  # noqa: E402
+from deeplab_face.errors import ConfigError  # noqa: E402
+
+NUM_CLASSES = 5
+MIN_FRAMES = 60      # frames per dynamic run at least (a multiple of K is used)
+PER_FRAME_FRAMES = 12
+
+
+def build_dff(size, backbone, width, flow_resolution, warp_jit, seed):
+    """N (random weights) + FlowNet2-s (random weights) composed by DeepFeatureFlow."""
+    import keras
+
+    from deeplab_face import build_segmenter
+    from flownet2s import build_flownet
+    from flownet2s.dff import DeepFeatureFlow, flow_input_size
+
+    keras.utils.set_random_seed(seed)
+    segmenter = build_segmenter(backbone, NUM_CLASSES, size)
+    flow_net = build_flownet(width=width, feature_channels=int(segmenter.feature_net.output_shape[-1]),
+                             input_size=flow_input_size(size, flow_resolution))
+    return DeepFeatureFlow(segmenter, flow_net, flow_resolution=flow_resolution, warp_jit=warp_jit)
+
+
+def face_frames(count, size, seed):
+    """Synthetic moving-face frames (deeplab_face.data.synthetic), uint8 (count, S, S, 3)."""
+    from deeplab_face.data.synthetic import SyntheticFace
+
+    face = SyntheticFace(count, size, seed)
+    return np.stack([face.render(t)[0] for t in range(count)])
+
+
+def timed_stream(dff, interval, frames):
+    """(FrameResults, wall seconds) of a fixed-interval run over `frames`."""
+    from eval.runtime import DynamicSegmenter
+    from rl_scheduler.schedulers import make_scheduler
+
+    runtime = DynamicSegmenter(dff, make_scheduler("fixed", threshold=interval))
+    start = time.perf_counter()
+    results = list(runtime.stream(frames))
+    return results, time.perf_counter() - start
+
+
+def run(size=513, backbone="resnet_v1_50_beta", akis=(10, 30, 100), width=0.375, flow_resolution="full",
+        warp_jit=True, seed=0, log=print):
+    """Runs the benchmark; returns {"rows": [...], "stage_ms": {...}, "per_frame_fps", "limit_fps"}."""
+    from eval import metrics
+    from eval.runtime import DynamicSegmenter
+    from rl_scheduler.schedulers import make_scheduler
+
+    dff = build_dff(size, backbone, width, flow_resolution, warp_jit, seed)
+    lengths = {k: k * int(np.ceil(max(MIN_FRAMES, 2 * k) / k)) for k in akis}
+    frames = face_frames(max(list(lengths.values()) + [PER_FRAME_FRAMES]), size, seed)
+    log(f"{backbone} at S={size}, FlowNet2-s width {width:g} ({flow_resolution}), warp_jit={warp_jit}, "
+        f"{platform.processor() or platform.machine()}; {len(frames)} frames")
+    DynamicSegmenter(dff, make_scheduler("fixed", threshold=2)).warm_up(frames[0])
+    timed_stream(dff, 2, frames[:6])   # first-run allocations
+
+    per_frame, per_frame_s = timed_stream(dff, 1, frames[:PER_FRAME_FRAMES])
+    per_frame_fps = metrics.model_fps([r.ms for r in per_frame])
+    non_key = {"flow": [], "policy": [], "warp_task": []}
+    runs = {}
+    for k in akis:
+        results, seconds = timed_stream(dff, k, frames[:lengths[k]])
+        runs[k] = (results, seconds)
+        for r in results:
+            if not r.is_key:
+                for stage in non_key:
+                    non_key[stage].append(r.ms[stage])
+    stage_ms = {stage: float(np.median(v)) for stage, v in non_key.items()}
+    stage_ms["key"] = float(np.median([r.ms["key"] for r in per_frame]))
+    non_key_ms = stage_ms["flow"] + stage_ms["policy"] + stage_ms["warp_task"]
+    limit_fps = 1000.0 / non_key_ms
+
+    def median_fps(frames, keys):   # the same mix priced at the stage medians (robust to load spikes)
+        return 1000.0 * frames / (keys * stage_ms["key"] + (frames - keys) * non_key_ms)
+
+    rows = [dict(name="per-frame N", aki=1.0, frames=len(per_frame), keys=len(per_frame), fps=per_frame_fps,
+                 wall_fps=metrics.end_to_end_fps(len(per_frame), per_frame_s),
+                 median_fps=1000.0 / stage_ms["key"])]
+    for k, (results, seconds) in runs.items():
+        keys = [r.is_key for r in results]
+        rows.append(dict(name=f"dynamic, fixed K={k}", aki=metrics.aki(keys), frames=len(results), keys=sum(keys),
+                         fps=metrics.model_fps([r.ms for r in results]),
+                         wall_fps=metrics.end_to_end_fps(len(results), seconds),
+                         median_fps=median_fps(len(results), sum(keys))))
+    rows.append(dict(name="limit 1/(flow+policy+warp+task)", aki=float("inf"), frames=None, keys=None,
+                     fps=limit_fps, wall_fps=None, median_fps=limit_fps))
+    log("median ms: " + ", ".join(f"{s} {v:.2f}" for s, v in stage_ms.items()))
+    log("| pipeline | AKI | frames | keys | FPS (model time) | FPS (wall) | x per-frame | x limit "
+        "| FPS at stage medians | x per-frame | x limit |")
+    log("|---|---|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        wall = "" if row["wall_fps"] is None else f"{row['wall_fps']:.2f}"
+        log(f"| {row['name']} | {row['aki']:.1f} | {row['frames'] or ''} | {row['keys'] or ''} | {row['fps']:.2f} "
+            f"| {wall} | {row['fps'] / per_frame_fps:.2f} | {row['fps'] / limit_fps:.2f} "
+            f"| {row['median_fps']:.2f} | {row['median_fps'] / rows[0]['median_fps']:.2f} "
+            f"| {row['median_fps'] / limit_fps:.2f} |")
+    return dict(rows=rows, stage_ms=stage_ms, per_frame_fps=per_frame_fps, limit_fps=limit_fps)
+
+
+def define_flags():
+    flags.DEFINE_integer("size", 513, "Crop size S (16k + 1).")
+    flags.DEFINE_string("backbone", "resnet_v1_50_beta", "Backbone of N (deeplab_face BACKBONE_NAMES); the "
+                        "paper's N is resnet_v1_50_beta.")
+    flags.DEFINE_list("akis", ["10", "30", "100"], "Key intervals of the dynamic runs.")
+    flags.DEFINE_float("width", 0.375, "FlowNet2-s width multiplier.")
+    flags.DEFINE_enum("flow_resolution", "full", ["full", "half"], "Flow-net input: full or half size.")
+    flags.DEFINE_bool("warp_jit", True, "XLA-compile the warp + task_net (non-key) path.")
+    flags.DEFINE_integer("seed", 0, "Seed of the random weights and frames.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
+    FLAGS = flags.FLAGS
+    if (FLAGS.size - 1) % 16:
+        raise ConfigError(f"--size={FLAGS.size}: must be 16k + 1 (513, 257, 129, 65)")
+    try:
+        akis = [int(a) for a in FLAGS.akis]
+    except ValueError:
+        raise ConfigError(f"--akis: expected integers, got {FLAGS.akis}") from None
+    run(FLAGS.size, FLAGS.backbone, akis, FLAGS.width, FLAGS.flow_resolution, FLAGS.warp_jit, FLAGS.seed)
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.run(main)

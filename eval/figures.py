@@ -1,0 +1,225 @@
+"""The paper's figures as PNG files (matplotlib, Agg) and Table 1 as markdown (§4).
+
+- Fig. 3: RL training, per KAR limit: mean return over training; the FC3 weights of KAR and LKD.
+- Fig. 4: mIoU against AKI and against FPS, every scheduler.
+- Fig. 6: density of consecutive key intervals (CKI) at one AKI.
+- Fig. 7: key frames and per-frame mIoU along one test video (RL, fixed interval, DVSNet).
+- Fig. 8: masks on non-key frames (frame, ground truth, predictions).
+
+`make_figures(figures_dir, workdir)` reads a reproduce workdir (WORKSPACE.md):
+`checkpoints/rl_eta*/history.json` (rl_scheduler.train: one dict per update with mean_return,
+key_ratio, entropy, kar_weight, lkd_weight, episodes), `results.json` (`curves`, `table1`) and the
+sweeps' `sweeps/points.json` and `sweeps/fig8_samples.npz` (eval.sweeps.run_sweeps). Each figure
+function also works on plain data for other callers.
+"""
+import glob
+import json
+import os
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from eval import metrics  # noqa: E402
+
+COLOURS = {"rl": "tab:red", "dvsnet": "tab:blue", "flow_magnitude": "tab:green", "fixed": "tab:orange",
+           "random": "tab:gray"}
+LABELS = {"rl": "RL (ours)", "dvsnet": "DVSNet", "flow_magnitude": "flow magnitude", "fixed": "DFF fixed",
+          "random": "DFF random"}
+DPI = 110
+
+
+def _save(fig, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def fig3_training(histories, path):
+    """histories: {kar_limit: [history.json rows]}; top: mean return, bottom: KAR / LKD weights."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
+    for n, (eta, rows) in enumerate(sorted(histories.items())):
+        x = [r.get("episodes", r.get("update", i + 1)) for i, r in enumerate(rows)]
+        colour = plt.cm.viridis(n / max(len(histories) - 1, 1))
+        top.plot(x, [r["mean_return"] for r in rows], color=colour, label=f"KAR limit {eta:g}")
+        bottom.plot(x, [r["kar_weight"] for r in rows], color=colour, label=f"KAR weight, limit {eta:g}")
+        bottom.plot(x, [r["lkd_weight"] for r in rows], color=colour, ls="--",
+                    label=f"LKD weight, limit {eta:g}")
+    top.set_ylabel("mean return (Eq. 1)")
+    top.set_title("RL training")
+    bottom.set_ylabel("FC3 weight on P(key)")
+    bottom.set_xlabel("episodes")
+    bottom.axhline(0.0, color="k", lw=0.5)
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def fig4_curves(curves, path):
+    """curves: results.json `curves`; left: mIoU vs AKI (log), right: mIoU vs FPS."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for name in [n for n in COLOURS if curves.get(n)] + [n for n in curves if n not in COLOURS]:
+        points = curves[name]
+        groups = {}
+        for p in points:   # one line per RL model (KAR limit)
+            groups.setdefault(p.get("kar_limit"), []).append(p)
+        for n, (eta, group) in enumerate(sorted(groups.items(), key=lambda g: (g[0] is None, g[0] or 0))):
+            group = sorted(group, key=lambda p: p["aki"])
+            label = LABELS.get(name, name) + (f" (KAR limit {eta:g})" if eta is not None else "")
+            style = dict(color=COLOURS.get(name), marker="osd^v"[n % 5], ms=4, label=label,
+                         ls="-" if n == 0 else ":")
+            left.plot([p["aki"] for p in group], [p["miou"] for p in group], **style)
+            if all(p.get("fps") for p in group):
+                right.plot([p["fps"] for p in group], [p["miou"] for p in group], **style)
+    left.set_xscale("log")
+    left.set_xlabel("average key interval (AKI)")
+    right.set_xlabel("frames per second (model time)")
+    for ax in (left, right):
+        ax.set_ylabel("mIoU (%)")
+        ax.grid(alpha=0.3, which="both")
+    left.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def fig6_cki(intervals, aki, path):
+    """intervals: {scheduler: consecutive key intervals (eval.metrics)} at one AKI; their density."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    longest = max([int(np.max(v)) for v in intervals.values() if len(v)] + [2])
+    bins = np.unique(np.geomspace(1, longest + 1, 25).astype(int))
+    for name, values in intervals.items():
+        if len(values):
+            ax.hist(values, bins=bins, density=True, histtype="step", lw=1.8, color=COLOURS.get(name),
+                    label=f"{LABELS.get(name, name)} (AKI {np.mean(values):.0f})")
+    ax.set_xscale("log")
+    ax.set_xlabel("interval between consecutive keys (frames)")
+    ax.set_ylabel("density")
+    ax.set_title(f"CKI density near AKI {aki:.0f}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def fig7_timeline(runs, path, video=""):
+    """runs: {scheduler: (key indices, per-frame mIoU (fraction))} along one video."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1]})
+    for row, (name, (keys, frame_miou)) in enumerate(runs.items()):
+        colour = COLOURS.get(name)
+        top.plot(100.0 * np.asarray(frame_miou), color=colour, lw=1,
+                 label=f"{LABELS.get(name, name)} (AKI {len(frame_miou) / max(len(keys), 1):.1f})")
+        bottom.vlines(keys, row + 0.1, row + 0.9, color=colour, lw=1.2)
+    top.set_ylabel("per-frame mIoU (%)")
+    top.set_title(f"test video {video}".strip())
+    top.grid(alpha=0.3)
+    top.legend(fontsize=8)
+    bottom.set_yticks([r + 0.5 for r in range(len(runs))], [LABELS.get(n, n) for n in runs], fontsize=8)
+    bottom.set_xlabel("frame")
+    bottom.set_title("key frames", fontsize=9)
+    return _save(fig, path)
+
+
+def fig8_masks(samples, path):
+    """samples: fig8_samples.npz content: images, labels, frame_index, mask_<name>, is_key_<name>."""
+    from deeplab_face.data.masks import overlay
+
+    names = [k[len("mask_"):] for k in samples if k.startswith("mask_")]
+    rows, cols = len(samples["images"]), 2 + len(names)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.4 * rows), squeeze=False)
+    for r in range(rows):
+        image = samples["images"][r]
+        panels = [("frame", image), ("ground truth", overlay(image, samples["labels"][r]))]
+        for name in names:
+            key = bool(samples[f"is_key_{name}"][r])
+            panels.append((LABELS.get(name, name) + (" (key)" if key else ""), overlay(image, samples[f"mask_{name}"][r])))
+        for c, (title, picture) in enumerate(panels):
+            ax = axes[r, c]
+            ax.imshow(picture)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(title if c else f"frame {int(samples['frame_index'][r])}", fontsize=8)
+    return _save(fig, path)
+
+
+def table1_markdown(rows):
+    """Table 1 rows (results.json `table1`: model, scales, miou %, fps) as a markdown table."""
+    lines = ["| model | eval scales | mIoU (%) | FPS |", "|---|---|---|---|"]
+    for row in rows:
+        scales = ", ".join(f"{s:g}" for s in row.get("scales") or []) or "N/A"
+        miou = "n/a" if row.get("miou") is None else f"{row['miou']:.2f}"
+        fps = "n/a" if row.get("fps") is None else f"{row['fps']:.1f}"
+        lines.append(f"| {row['model']} | {scales} | {miou} | {fps} |")
+    return "\n".join(lines) + "\n"
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def read_histories(workdir):
+    """{kar_limit: rows} of every checkpoints/rl_eta<limit>/history.json in `workdir`."""
+    histories = {}
+    for path in glob.glob(os.path.join(workdir, "checkpoints", "rl_eta*", "history.json")):
+        match = re.search(r"rl_eta([0-9.eE+-]+)$", os.path.dirname(path))
+        rows = _read_json(path)
+        if match and rows:
+            histories[float(match.group(1))] = rows
+    return histories
+
+
+def make_figures(figures_dir, workdir, log=print):
+    """Every figure whose inputs exist in `workdir`; returns {"figures": [file names], "missing": [...]}."""
+    os.makedirs(figures_dir, exist_ok=True)
+    written, missing = [], []
+
+    def out(name):
+        written.append(name)
+        return os.path.join(figures_dir, name)
+
+    histories = read_histories(workdir)
+    if histories:
+        fig3_training(histories, out("fig3_rl_training.png"))
+    else:
+        missing.append("fig3: no checkpoints/rl_eta*/history.json")
+    results = _read_json(os.path.join(workdir, "results.json")) or {}
+    sweep = _read_json(os.path.join(workdir, "sweeps", "sweeps.json")) or {}
+    curves = results.get("curves") or sweep.get("curves")
+    if curves:
+        fig4_curves(curves, out("fig4_aki_fps_miou.png"))
+    else:
+        missing.append("fig4: no curves in results.json")
+    points = _read_json(os.path.join(workdir, "sweeps", "points.json"))
+    if points:
+        records, chosen = points["records"], points["chosen"]
+        intervals = {n: metrics.consecutive_key_intervals(
+            [metrics.key_flags(k, t) for k, t in zip(records[n][i]["keys"], points["frames_per_video"])])
+            for n, i in chosen.items()}
+        fig6_cki(intervals, points["figure_aki"], out("fig6_cki_density.png"))
+        runs = {n: (records[n][chosen[n]]["keys"][0], records[n][chosen[n]]["frame_miou"])
+                for n in ("rl", "fixed", "dvsnet") if n in chosen}
+        fig7_timeline(runs, out("fig7_keys_along_video.png"), points.get("figure_video", ""))
+    else:
+        missing.append("fig6, fig7: no sweeps/points.json")
+    samples_path = os.path.join(workdir, "sweeps", "fig8_samples.npz")
+    if os.path.exists(samples_path):
+        with np.load(samples_path) as samples:
+            fig8_masks(dict(samples), out("fig8_nonkey_masks.png"))
+    else:
+        missing.append("fig8: no sweeps/fig8_samples.npz")
+    if results.get("table1"):
+        with open(os.path.join(figures_dir, "table1.md"), "w") as f:
+            f.write(table1_markdown(results["table1"]))
+    for line in missing:
+        log(f"figures: skipped {line}")
+    log(f"figures: wrote {', '.join(written) or 'nothing'} to {figures_dir}")
+    return {"figures": written, "missing": missing}
+
