@@ -1,0 +1,285 @@
+"""Train the segmentation network N (§4.2, Table 1): `python -m deeplab_face.train`.
+
+TF DeepLab's recipe (reference/deeplab.md, training defaults): momentum-0.9 SGD with the "poly"
+learning rate lr_0 * (1 - step / steps) ** power, L2 weight decay on conv kernels (slim's
+`l2_regularizer`: weight_decay * sum(w^2) / 2; depthwise kernels and batch norm are not decayed),
+softmax cross-entropy on logits upsampled to the crop, averaged over the pixels whose label is not
+255. Batch norm is fine-tuned only with a batch of at least 12 (DeepLab's advice), or when the
+model starts from scratch (no --init_checkpoint), where frozen initial statistics would not train.
+Frozen batch norm is Keras's `trainable=False` (inference-mode statistics), which also freezes
+gamma/beta; slim's `is_training=False` batch norm would still train them (a small deviation).
+
+Resumable: `<workdir>/ckpt` holds model, optimizer and the step counter (kill -9 safe: a restart
+restores the latest checkpoint and continues from its step). When done, writes `config.json`
+(build_segmenter arguments), `final.weights.h5`, `hparams.json` and `DONE`.
+"""
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import flags  # noqa: E402
+
+from deeplab_face import cli  # noqa: E402
+from deeplab_face.data import tfrecords  # noqa: E402
+from deeplab_face.data.masks import NUM_CLASSES  # noqa: E402
+from deeplab_face.errors import ConfigError  # noqa: E402
+from deeplab_face.evaluate import dataset_miou, make_predictor, read_manifest  # noqa: E402
+
+LEARNING_POWER = 0.9  # DeepLab poly schedule
+MOMENTUM = 0.9
+BN_FINE_TUNE_MIN_BATCH = 12  # DeepLab: fine-tuning batch norm needs a batch >= 12
+
+
+def resolve_videos(prepared_dir, train_videos, val_videos):
+    """Video id lists; empty train_videos = every manifest video not in val_videos."""
+    _, videos = read_manifest(prepared_dir)
+    val_videos = [str(v) for v in val_videos or ()]
+    train_videos = [str(v) for v in train_videos or ()] or [v for v in sorted(videos)
+                                                              if v not in val_videos]
+    for flag, ids in (("--train_videos", train_videos), ("--val_videos", val_videos)):
+        missing = [v for v in ids if v not in videos]
+        if missing:
+            raise ConfigError(f"{flag}: {missing} not in {prepared_dir}/manifest.json")
+    if not train_videos:
+        raise ConfigError(f"--train_videos: no training videos left in {prepared_dir}")
+    return train_videos, val_videos
+
+
+def scalar_summary(name, value, step):
+    """One TensorBoard scalar on the default summary writer (shared by every training command)."""
+    tf.summary.scalar(name, float(value), step=int(step))
+
+
+def poly_learning_rate(step, base, steps, power=LEARNING_POWER):
+    """DeepLab's polynomial decay to 0 at `steps` (tf.compat.v1.train.polynomial_decay)."""
+    progress = tf.minimum(tf.cast(step, tf.float32), float(steps)) / float(max(steps, 1))
+    return base * (1.0 - progress) ** power
+
+
+def decayed_kernels(model):
+    """Kernels that slim's weights_regularizer covers: conv / dense / pointwise, not depthwise or BN."""
+    kernels = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if not layer.trainable or isinstance(layer, keras.layers.DepthwiseConv2D):
+            continue
+        if isinstance(layer, keras.layers.SeparableConv2D):
+            kernels.append(layer.pointwise_kernel)
+        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose,
+                                keras.layers.Dense)):
+            kernels.append(layer.kernel)
+    return kernels
+
+
+def pixel_cross_entropy(logits, labels, num_classes):
+    """Mean softmax cross-entropy over pixels whose label is a class (IGNORE_LABEL 255 and any
+    other id outside [0, num_classes) are left out)."""
+    labels = tf.cast(labels, tf.int32)
+    valid = tf.logical_and(labels >= 0, labels < num_classes)
+    safe = tf.where(valid, labels, tf.zeros_like(labels))
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe, logits=logits)
+    weights = tf.cast(valid, losses.dtype)
+    return tf.reduce_sum(losses * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+
+
+def set_batch_norm_trainable(model, trainable):
+    """Keras BN with trainable=False runs in inference mode: DeepLab's fine_tune_batch_norm=False."""
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = trainable
+
+
+def _resize_to(crop_size, images, labels):
+    """Prepared data at another size than the model's crop: bilinear frames, nearest labels."""
+    images = tf.image.resize(images, (crop_size, crop_size), method="bilinear")
+    labels = tf.image.resize(labels[..., None], (crop_size, crop_size), method="nearest")[..., 0]
+    return images, labels
+
+
+def training_dataset(prepared_dir, video_ids, batch_size, seed, crop_size, augment=True):
+    from deeplab_face.data.pipelines import segmentation_dataset
+    size, _ = read_manifest(prepared_dir)
+    ds = segmentation_dataset(prepared_dir, video_ids, batch_size, seed, augment=augment, repeat=True)
+    if size != crop_size:
+        ds = ds.map(lambda x, y: _resize_to(crop_size, x, y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds
+
+
+def _import_init_checkpoint(model, init_checkpoint, reinit_logits):
+    from deeplab_face.models import checkpoint
+    checkpoint.load_tf1_checkpoint(model, init_checkpoint, reinit_logits=reinit_logits)
+
+
+def train_eval(root_dir, prepared_dir, train_videos, val_videos=(), backbone="resnet_v1_50_beta",
+               crop_size=513, output_stride=16, batch_size=8, steps=30000, learning_rate=7e-3,
+               weight_decay=4e-5, init_checkpoint=None, reinit_logits=True, seed=0,
+               checkpoint_every=500, learning_power=LEARNING_POWER, momentum=MOMENTUM,
+               eval_every=0, num_classes=NUM_CLASSES, split="decoder", fine_tune_batch_norm=None,
+               augment=True, val_max_frames=None, verbose=1):
+    """Trains N into `root_dir` (resuming from `root_dir/ckpt`); returns its final numbers.
+
+    eval_every: validation mIoU every so many steps (0: only at the end; needs val_videos).
+    fine_tune_batch_norm: None = batch_size >= 12 or no init_checkpoint (module docstring).
+    """
+    import deeplab_face
+    if steps < 1 or batch_size < 1:
+        raise ConfigError(f"--steps={steps} / --batch_size={batch_size}: must be positive")
+    keras.utils.set_random_seed(seed)
+    train_videos, val_videos = resolve_videos(prepared_dir, train_videos, val_videos)
+    build_args = dict(backbone=backbone, num_classes=num_classes, crop_size=crop_size,
+                      output_stride=output_stride, split=split)
+    model = deeplab_face.build_segmenter(**build_args)
+    if fine_tune_batch_norm is None:
+        fine_tune_batch_norm = batch_size >= BN_FINE_TUNE_MIN_BATCH or not init_checkpoint
+    set_batch_norm_trainable(model, fine_tune_batch_norm)
+    logits_model = model.logits_model  # frames -> upsampled logits (the softmax's input)
+    variables = model.trainable_variables
+    kernels = decayed_kernels(model)
+    optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
+    optimizer.build(variables)
+
+    os.makedirs(root_dir, exist_ok=True)
+    step = tf.Variable(0, dtype=tf.int64, name="step")
+    ckpt = tf.train.Checkpoint(step=step, model=model, optimizer=optimizer)
+    manager = tf.train.CheckpointManager(ckpt, os.path.join(root_dir, "ckpt"), max_to_keep=2)
+    if manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint).expect_partial()
+    elif init_checkpoint:
+        _import_init_checkpoint(model, init_checkpoint, reinit_logits)
+    start_step = int(step.numpy())
+    saved_step = start_step if manager.latest_checkpoint else None
+    if start_step < steps and os.path.exists(os.path.join(root_dir, "DONE")):
+        os.remove(os.path.join(root_dir, "DONE"))  # training on past a finished stage
+
+    @tf.function
+    def train_step(images, labels):
+        lr = poly_learning_rate(step, learning_rate, steps, learning_power)
+        optimizer.learning_rate.assign(lr)
+        with tf.GradientTape() as tape:
+            logits = logits_model(images, training=True)
+            loss = pixel_cross_entropy(logits, labels, num_classes)
+            decay = weight_decay * tf.add_n([tf.nn.l2_loss(k) for k in kernels]) if kernels else 0.0
+            total = loss + decay
+        grads = tape.gradient(total, variables)
+        optimizer.apply_gradients(zip(grads, variables))
+        step.assign_add(1)
+        return loss, total, lr
+
+    writer = tf.summary.create_file_writer(os.path.join(root_dir, "tensorboard"))
+    # A resumed run reseeds the data stream so that it does not replay the first batches.
+    dataset = training_dataset(prepared_dir, train_videos, batch_size, seed + start_step, crop_size,
+                               augment=augment)
+    progbar = keras.utils.Progbar(steps, verbose=verbose, stateful_metrics=["lr"])
+    loss = total = float("nan")
+    val_miou = None
+
+    if val_videos:  # single scale, predictions compared at the prepared labels' size
+        size, _ = read_manifest(prepared_dir)
+        predict = make_predictor(model, (1.0,), False, (size, size))
+
+    def validate():
+        miou, _, _ = dataset_miou(predict, prepared_dir, val_videos, crop_size, num_classes,
+                                  batch_size, val_max_frames)
+        with writer.as_default():
+            scalar_summary("val_miou", miou, step=int(step.numpy()))
+        return miou
+
+    data = iter(dataset)
+    while int(step.numpy()) < steps:
+        images, labels = next(data)
+        loss_t, total_t, lr_t = train_step(images, labels)
+        current = int(step.numpy())
+        loss, total = float(loss_t), float(total_t)
+        with writer.as_default():
+            scalar_summary("loss", loss, step=current)
+            scalar_summary("total_loss", total, step=current)
+            scalar_summary("learning_rate", float(lr_t), step=current)
+        progbar.update(current, [("loss", loss), ("lr", float(lr_t))])
+        if not np.isfinite(total):
+            raise ConfigError(f"--learning_rate={learning_rate}: loss diverged at step {current}")
+        if checkpoint_every and current % checkpoint_every == 0:
+            manager.save(checkpoint_number=current)
+            saved_step = current
+        if eval_every and val_videos and current % eval_every == 0 and current < steps:
+            val_miou = validate()
+    if saved_step != int(step.numpy()):
+        manager.save(checkpoint_number=int(step.numpy()))
+    if val_videos:
+        val_miou = validate()
+    writer.flush()
+
+    with open(os.path.join(root_dir, "config.json"), "w") as f:
+        json.dump(build_args, f, indent=2)
+    hparams = dict(train_videos=train_videos, val_videos=val_videos, batch_size=batch_size,
+                   steps=steps, learning_rate=learning_rate, learning_power=learning_power,
+                   momentum=momentum, weight_decay=weight_decay, init_checkpoint=init_checkpoint,
+                   reinit_logits=reinit_logits, seed=seed, fine_tune_batch_norm=fine_tune_batch_norm,
+                   augment=augment, prepared_dir=os.path.abspath(prepared_dir))
+    with open(os.path.join(root_dir, "hparams.json"), "w") as f:
+        json.dump(hparams, f, indent=2)
+    model.save_weights(os.path.join(root_dir, "final.weights.h5"))
+    results = dict(step=int(step.numpy()), resumed_from_step=start_step, loss=loss,
+                   total_loss=total, val_miou=val_miou)
+    with open(os.path.join(root_dir, "DONE"), "w") as f:
+        json.dump(results, f)
+    return results
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Flags are defined only when run as a command, so that importing this module (as
+    eval.reproduce does, next to other stage commands) cannot clash with their flag names."""
+    flags.DEFINE_string("workdir", None, "Stage directory: ckpt/, tensorboard/, config.json, "
+                        "final.weights.h5, DONE. Re-running resumes from ckpt/.")
+    flags.DEFINE_string("prepared_dir", None, "Prepared TFRecords (python -m deeplab_face.prepare_300vw).")
+    flags.DEFINE_list("train_videos", [], "Training video ids (default: all in the manifest minus "
+                      "--val_videos).")
+    flags.DEFINE_list("val_videos", [], "Validation video ids (validation mIoU in TensorBoard).")
+    flags.DEFINE_enum("backbone", "resnet_v1_50_beta", ["xception_65", "resnet_v1_50_beta",
+                      "mobilenet_v2", "fcn8s_vgg16", "deeplab_v2_vgg16"], "Network N.")
+    flags.DEFINE_integer("output_stride", 16, "Backbone output stride (8 or 16; VGG models: fixed 8).")
+    flags.DEFINE_integer("crop_size", 513, "Training crop S = 16k + 1 (prepared data is resized if "
+                         "its size differs).")
+    flags.DEFINE_string("split", "decoder", "feature_net/task_net split point: decoder or logits.")
+    flags.DEFINE_integer("batch_size", 8, "Frames per step.")
+    flags.DEFINE_integer("steps", 30000, "Training steps (the poly schedule reaches 0 here).")
+    flags.DEFINE_float("learning_rate", 7e-3, "Base learning rate of the poly schedule.")
+    flags.DEFINE_float("learning_power", LEARNING_POWER, "Poly schedule power.")
+    flags.DEFINE_float("momentum", MOMENTUM, "SGD momentum.")
+    flags.DEFINE_float("weight_decay", 4e-5, "L2 weight decay on conv kernels (slim l2_regularizer).")
+    flags.DEFINE_string("init_checkpoint", None, "TF1 checkpoint (model zoo / slim ImageNet) to start from.")
+    flags.DEFINE_boolean("reinit_logits", True, "Re-initialise the logits when importing "
+                         "--init_checkpoint (e.g. 21-class PASCAL -> 5 face classes).")
+    flags.DEFINE_enum("fine_tune_batch_norm", "auto", ["auto", "true", "false"],
+                      "Train batch norm: auto = batch >= 12 or no --init_checkpoint.")
+    flags.DEFINE_boolean("augment", True, "Random scale/flip augmentation of the training frames.")
+    flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order and augmentation.")
+    flags.DEFINE_integer("checkpoint_every", 500, "Save a resumable checkpoint every so many steps.")
+    flags.DEFINE_integer("eval_every", 0, "Validation mIoU every so many steps (0: only at the end).")
+    flags.DEFINE_integer("val_max_frames", None, "At most this many frames per validation video.")
+
+def main(argv):
+    del argv
+    for name in ("workdir", "prepared_dir"):
+        if not FLAGS[name].value:
+            raise ConfigError(f"--{name} is required")
+    results = train_eval(
+        FLAGS.workdir, FLAGS.prepared_dir, FLAGS.train_videos, FLAGS.val_videos,
+        backbone=FLAGS.backbone, crop_size=FLAGS.crop_size, output_stride=FLAGS.output_stride,
+        batch_size=FLAGS.batch_size, steps=FLAGS.steps, learning_rate=FLAGS.learning_rate,
+        weight_decay=FLAGS.weight_decay, init_checkpoint=FLAGS.init_checkpoint,
+        reinit_logits=FLAGS.reinit_logits, seed=FLAGS.seed, checkpoint_every=FLAGS.checkpoint_every,
+        learning_power=FLAGS.learning_power, momentum=FLAGS.momentum, eval_every=FLAGS.eval_every,
+        split=FLAGS.split, augment=FLAGS.augment, val_max_frames=FLAGS.val_max_frames,
+        fine_tune_batch_norm={"auto": None, "true": True, "false": False}[FLAGS.fine_tune_batch_norm])
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.run(main)
