@@ -1,0 +1,109 @@
+"""The segmentation network N = task_net . feature_net (§3.1) and its stage loader.
+
+`build_segmenter` returns a Keras model: frames (B, S, S, 3) in [0, 255] -> softmax
+probabilities (B, S, S, C). It carries, as plain (untracked) attributes:
+- `feature_net`, `task_net`: Keras models with task_net(feature_net(x)) == model(x);
+- `logits_model`: frames -> upsampled logits at crop size (the task_net's softmax input),
+  sharing the same weights, for training with a from-logits cross-entropy;
+- `segmenter_args`: the build arguments (what `config.json` holds).
+"""
+import functools
+import importlib
+import json
+import os
+
+import keras
+
+from deeplab_face.errors import CheckpointError, ConfigError
+from deeplab_face.models.deeplab_v3plus import SPLITS, build_deeplab_v3plus, crop_hw
+
+
+def _lazy(module, function):
+    """A builder imported on first use (vgg.py is independent of this module)."""
+    def builder(*args, **kwargs):
+        return getattr(importlib.import_module(module), function)(*args, **kwargs)
+    builder.__name__ = function
+    return builder
+
+
+# name -> builder(num_classes, crop_size, output_stride, split) -> (feature_net, task_net)
+_ARCHITECTURES = {
+    "xception_65": functools.partial(build_deeplab_v3plus, "xception_65"),
+    "resnet_v1_50_beta": functools.partial(build_deeplab_v3plus, "resnet_v1_50_beta"),
+    "mobilenet_v2": functools.partial(build_deeplab_v3plus, "mobilenet_v2"),
+    "fcn8s_vgg16": _lazy("deeplab_face.models.vgg", "build_fcn8s_vgg16"),
+    "deeplab_v2_vgg16": _lazy("deeplab_face.models.vgg", "build_deeplab_v2_vgg16"),
+    # DVSNet's Cityscapes segmentation net, for its released weights (dvsnet_checkpoint.py).
+    "deeplab_fast_resnet101": _lazy("deeplab_face.models.deeplab_fast", "build_deeplab_fast"),
+}
+BACKBONE_NAMES = tuple(_ARCHITECTURES)
+
+
+def _untracked(model, name, value):
+    # Plain attributes: Keras must not track these as extra sublayers (weights would be
+    # listed twice and save_weights paths would change).
+    object.__setattr__(model, name, value)
+
+
+def _logits_net(task_net):
+    """task_net up to its final softmax's input (upsampled logits), same weights."""
+    last = task_net.layers[-1]
+    if not isinstance(last, keras.layers.Softmax):
+        raise ConfigError(f"task_net {task_net.name!r} must end with a Softmax layer")
+    return keras.Model(task_net.inputs, last.input, name="task_logits_net")
+
+
+def build_segmenter(backbone, num_classes, crop_size, output_stride=16, split="decoder"):
+    """Build N for `backbone` (see BACKBONE_NAMES); `split` is "decoder" or "logits" (§3.1)."""
+    if backbone not in _ARCHITECTURES:
+        raise ConfigError(f"--backbone: unknown backbone {backbone!r}; "
+                          f"choose from {list(BACKBONE_NAMES)}")
+    if split not in SPLITS:
+        raise ConfigError(f"--split: {split!r} not in {list(SPLITS)}")
+    height, width = crop_hw(crop_size)
+    feature_net, task_net = _ARCHITECTURES[backbone](num_classes, crop_size, output_stride, split)
+    frames = keras.Input(shape=(height, width, 3), name="frames")
+    features = feature_net(frames)
+    model = keras.Model(frames, task_net(features), name=f"segmenter_{backbone}")
+    logits_model = keras.Model(frames, _logits_net(task_net)(features), name="logits_model")
+    _untracked(model, "feature_net", feature_net)
+    _untracked(model, "task_net", task_net)
+    _untracked(model, "logits_model", logits_model)
+    _untracked(model, "segmenter_args", dict(
+        backbone=backbone, num_classes=int(num_classes),
+        crop_size=crop_size if isinstance(crop_size, int) else [height, width],
+        output_stride=int(output_stride), split=split))
+    return model
+
+
+def load_segmenter(stage_dir):
+    """Model built from `<stage_dir>/config.json` with `<stage_dir>/final.weights.h5`.
+
+    config.json holds build_segmenter's arguments (extra keys, e.g. training
+    hyper-parameters, are ignored).
+    """
+    config_path = os.path.join(stage_dir, "config.json")
+    weights_path = os.path.join(stage_dir, "final.weights.h5")
+    for path in (config_path, weights_path):
+        if not os.path.exists(path):
+            raise CheckpointError(f"{path}: not found (segmentation stage not finished?)")
+    try:
+        with open(config_path) as f:
+            config = json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{config_path}: unreadable JSON ({e})") from None
+    try:
+        args = dict(backbone=config["backbone"], num_classes=config["num_classes"],
+                    crop_size=config["crop_size"])
+    except KeyError as e:
+        raise CheckpointError(f"{config_path}: missing key {e}") from None
+    for key in ("output_stride", "split"):
+        if key in config:
+            args[key] = config[key]
+    model = build_segmenter(**args)
+    try:
+        model.load_weights(weights_path)
+    except (ValueError, OSError, KeyError) as e:
+        raise CheckpointError(f"{weights_path}: does not fit {args} "
+                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    return model

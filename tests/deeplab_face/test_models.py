@@ -1,0 +1,166 @@
+"""DeepLab-V3+ shapes and parameter counts against TF DeepLab's published architectures."""
+import numpy as np
+import pytest
+
+from deeplab_face import build_segmenter
+from deeplab_face.errors import ConfigError
+from deeplab_face.models.backbones import BACKBONES
+
+DEEPLAB_BACKBONES = sorted(BACKBONES)
+
+
+def randomize_weights(model, seed=0):
+    """He-scaled random kernels, random BN scale/offset, BN statistics calibrated on a batch.
+
+    Freshly initialised depthwise kernels (Glorot over 9*C) shrink the signal to ~1e-12
+    through an untrained network in inference mode; setting every BN's moving statistics
+    to its input's statistics on one random batch keeps activations O(1) so tests can
+    see whether outputs depend on inputs and weights.
+    """
+    import keras
+    rng = np.random.default_rng(seed)
+    norms = []
+    for layer in model.feature_net.layers + model.task_net.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            norms.append(layer)
+        values = []
+        for w in layer.weights:
+            shape, name = tuple(w.shape), w.path.split("/")[-1]
+            if name == "kernel" or name == "depthwise_kernel":
+                depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+                fan_in = np.prod(shape[:2]) * (1 if depthwise else shape[2])
+                values.append(rng.normal(0, np.sqrt(2.0 / fan_in), shape))
+            elif name == "gamma":
+                values.append(rng.uniform(0.5, 1.5, shape))
+            elif name == "moving_variance":
+                values.append(np.ones(shape))
+            else:
+                values.append(rng.normal(0, 0.1, shape))
+        if values:
+            layer.set_weights([v.astype(np.float32) for v in values])
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.momentum = 0.0  # moving statistics := this batch's statistics
+    height, width = model.input.shape[1:3]
+    batch = np.random.default_rng(seed + 1).uniform(0, 255, (4, height, width, 3))
+    model.feature_net(batch.astype(np.float32), training=True)
+    for bn, momentum in zip(norms, momenta):
+        bn.momentum = momentum
+        # Near-constant channels would get gains of 1/sqrt(1e-5) and amplify rounding
+        # noise; a floor keeps the random network well conditioned.
+        gamma, beta, mean, variance = bn.get_weights()
+        bn.set_weights([gamma, beta, mean, np.maximum(variance, 0.1)])
+    return model
+
+
+def _map_shape(model, layer_name):
+    return tuple(model.feature_net.get_layer(layer_name).input.shape[1:])
+
+
+@pytest.mark.parametrize("backbone", DEEPLAB_BACKBONES)
+@pytest.mark.parametrize("crop,output_stride", [(65, 16), (129, 16), (65, 8), (129, 8), (513, 16)])
+def test_feature_map_shapes(backbone, crop, output_stride):
+    model = build_segmenter(backbone, 5, crop, output_stride=output_stride)
+    grid = (crop - 1) // output_stride + 1  # 513 -> 33 at OS16
+    fine = (crop - 1) // 4 + 1               # 513 -> 129
+    spec = BACKBONES[backbone]
+    assert _map_shape(model, "aspp0") == (grid, grid, spec.feature_channels)
+    assert _map_shape(model, "decoder__feature_projection0") == (fine, fine, spec.low_level_channels)
+    assert tuple(model.feature_net.output.shape[1:]) == (fine, fine, 256)
+    assert tuple(model.output.shape[1:]) == (crop, crop, 5)
+
+
+@pytest.mark.parametrize("backbone", DEEPLAB_BACKBONES)
+def test_runs_and_outputs_probabilities(backbone):
+    model = randomize_weights(build_segmenter(backbone, 5, 65))
+    x = np.random.default_rng(0).uniform(0, 255, (2, 65, 65, 3)).astype(np.float32)
+    probs = np.asarray(model(x, training=False))
+    assert probs.shape == (2, 65, 65, 5)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+    assert np.abs(probs[0] - probs[1]).max() > 0  # the image matters
+
+
+def _conv_bn(k, cin, cout):
+    return k * k * cin * cout + 4 * cout
+
+
+def _separable(cin, cout, k=3):
+    return k * k * cin + 4 * cin + cin * cout + 4 * cout
+
+
+def _head_count(feature_ch, low_ch, classes):
+    """ASPP + decoder + logits as reference/deeplab.md's head table lists them."""
+    return (2 * _conv_bn(1, feature_ch, 256) + 3 * _separable(feature_ch, 256)
+            + _conv_bn(1, 1280, 256) + _conv_bn(1, low_ch, 48)
+            + _separable(304, 256) + _separable(256, 256) + 256 * classes + classes)
+
+
+def _resnet50_beta_count():
+    """From the layer table: 3-conv root, bottlenecks 3/4/6/3, conv shortcut on each block's first unit."""
+    total = _conv_bn(3, 3, 64) + _conv_bn(3, 64, 64) + _conv_bn(3, 64, 128)
+    depth_in = 128
+    for base, units in ((64, 3), (128, 4), (256, 6), (512, 3)):
+        for _ in range(units):
+            total += _conv_bn(1, depth_in, base) + _conv_bn(3, base, base) + _conv_bn(1, base, 4 * base)
+            if depth_in != 4 * base:
+                total += _conv_bn(1, depth_in, 4 * base)
+            depth_in = 4 * base
+    return total
+
+
+def _backbone_params(model, backbone):
+    prefix = BACKBONES[backbone].scope + "__"
+    return sum(layer.count_params() for layer in model.feature_net.layers
+               if layer.name.startswith(prefix))
+
+
+def test_parameter_counts_match_published_and_table_counts():
+    # Keras's MobileNetV2(alpha=1, include_top=True) has 3,538,984 parameters (published);
+    # minus the 1000-way classifier (1280*1000 + 1000) and Conv_1 (320*1280 + BN 4*1280),
+    # which DeepLab does not build, leaves the trunk to layer_18.
+    mobilenet = build_segmenter("mobilenet_v2", 5, 65)
+    assert _backbone_params(mobilenet, "mobilenet_v2") == 3_538_984 - 1_281_000 - 414_720
+    assert mobilenet.count_params() == 1_843_264 + _head_count(320, 144, 5)
+    resnet = build_segmenter("resnet_v1_50_beta", 5, 65)
+    assert _backbone_params(resnet, "resnet_v1_50_beta") == _resnet50_beta_count() == 23_685_312
+    assert resnet.count_params() == 23_685_312 + _head_count(2048, 256, 5)
+    # bonlime/keras-deeplab-v3-plus (TF names, Xception-65 DeepLab-V3+, 21 classes) reports
+    # 41,258,213 parameters.
+    xception = build_segmenter("xception_65", 21, 65)
+    assert xception.count_params() == 41_258_213
+    assert _backbone_params(xception, "xception_65") + _head_count(2048, 256, 21) == 41_258_213
+
+
+def test_atrous_rates_double_at_output_stride_8():
+    os16 = build_segmenter("mobilenet_v2", 5, 65, output_stride=16).feature_net
+    os8 = build_segmenter("mobilenet_v2", 5, 65, output_stride=8).feature_net
+    for i, rate in enumerate((6, 12, 18), 1):
+        assert os16.get_layer(f"aspp{i}_depthwise").dilation_rate == (rate, rate)
+        assert os8.get_layer(f"aspp{i}_depthwise").dilation_rate == (2 * rate, 2 * rate)
+    # layer_15 (expanded_conv_13) loses its stride at OS16; layers 16-18 run at rate 2
+    assert os16.get_layer("MobilenetV2__expanded_conv_13__depthwise").strides == (1, 1)
+    assert os16.get_layer("MobilenetV2__expanded_conv_16__depthwise").dilation_rate == (2, 2)
+
+
+def test_resnet_multi_grid_and_bn_settings():
+    net = build_segmenter("resnet_v1_50_beta", 5, 65).feature_net
+    rates = [net.get_layer(f"resnet_v1_50__block4__unit_{u}__bottleneck_v1__conv2").dilation_rate[0]
+             for u in (1, 2, 3)]
+    assert rates == [2, 4, 8]
+    bn = net.get_layer("resnet_v1_50__conv1_1__BatchNorm")
+    assert (bn.momentum, bn.epsilon) == (0.95, 1e-5)
+    head_bn = net.get_layer("aspp0__BatchNorm")
+    assert (head_bn.momentum, head_bn.epsilon) == (0.9997, 1e-5)
+    xception = build_segmenter("xception_65", 5, 65).feature_net
+    bn = xception.get_layer("xception_65__entry_flow__conv1_1__BatchNorm")
+    assert (bn.momentum, bn.epsilon) == (0.9997, 1e-3)
+    mobilenet = build_segmenter("mobilenet_v2", 5, 65).feature_net
+    bn = mobilenet.get_layer("MobilenetV2__Conv__BatchNorm")
+    assert (bn.momentum, bn.epsilon) == (0.997, 1e-3)
+
+
+def test_unknown_backbone_and_stride_raise_config_error():
+    with pytest.raises(ConfigError, match="backbone"):
+        build_segmenter("resnet_v1_101", 5, 65)
+    with pytest.raises(ConfigError, match="output_stride"):
+        build_segmenter("mobilenet_v2", 5, 65, output_stride=32)
