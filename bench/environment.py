@@ -1,0 +1,152 @@
+"""Environment speed: cached, batched trials vs a naive per-step recompute (paper §3.2 setting).
+
+Both paths run the SAME episodes in the same process: the cached environment
+(`rl_scheduler.environment.KeyEnvironment` on `rl_scheduler.cache.VideoCache`:
+each distinct (key, current) pair computed once, M trials stepping as one batch)
+samples the actions; the naive loop then replays those actions trial by trial,
+recomputing the flow, the warp and, on keys, N for every trial at every step with
+batch 1, as a straightforward implementation would. Rewards of the two are
+compared. The untrained policy's FC3 bias is set so that P(key) is about the KAR
+limit, as a trained policy's would be.
+
+    python bench/environment.py [--crop_size=65] [--trials=32] [--episode_length=90]
+"""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from rl_scheduler import build_policy, rewards  # noqa: E402
+from rl_scheduler.cache import VideoCache  # noqa: E402
+from rl_scheduler.environment import KeyEnvironment, sampled_actions  # noqa: E402
+from rl_scheduler.reinforce import Reinforce  # noqa: E402
+
+flags.DEFINE_integer("crop_size", 65, "Frame size S (65, 129, ... 513).")
+flags.DEFINE_string("backbone", "mobilenet_v2", "Backbone of the (untrained) segmenter N.")
+flags.DEFINE_integer("frames", 120, "Frames of the synthetic video.")
+flags.DEFINE_integer("episode_length", 60, "Frames per episode T (paper: 270).")
+flags.DEFINE_integer("trials", 32, "Trials M per episode.")
+flags.DEFINE_integer("episodes", 8, "Episodes timed (8 = one REINFORCE update; the cache persists).")
+flags.DEFINE_float("kar_limit", 0.14, "KAR limit eta.")
+flags.DEFINE_float("key_prob", 0.1, "Approximate P(key) of the benchmark policy.")
+flags.DEFINE_integer("cache_batch_size", 8, "Frames per compiled call in the cache.")
+flags.DEFINE_integer("seed", 0, "Random seed.")
+FLAGS = flags.FLAGS
+
+
+def synthetic_video(frames, size, seed):
+    """A smooth random texture drifting across the frame, and labels quantised from it."""
+    rng = np.random.default_rng(seed)
+    big = rng.random((size * 2 // 8 + 2, size * 2 // 8 + 2, 3))
+    big = np.kron(big, np.ones((8, 8, 1)))[:size * 2, :size * 2]
+    drift = np.cumsum(rng.normal(0, 1.0, (frames, 2)), axis=0)
+    images, labels = [], []
+    for dy, dx in drift:
+        y, x = int(size // 2 + dy) % size, int(size // 2 + dx) % size
+        crop = big[y:y + size, x:x + size]
+        images.append((crop * 255).astype(np.uint8))
+        labels.append(np.minimum((crop[..., 0] * 5).astype(np.uint8), 4))
+    return np.stack(images), np.stack(labels)
+
+
+def naive_replay(dff, images, labels, episode, policy_fn, tap, num_classes):
+    """Recompute every trial's state and reward per step with batch-1 calls; returns rewards."""
+    out = np.zeros_like(episode.rewards)
+    trials = episode.actions.shape[1]
+    start = episode.start
+    first = dff.key(images[start:start + 1].astype(np.float32))
+    key_frame = [start] * trials
+    key_features = [first["features"]] * trials
+    for t, i in enumerate(episode.frames):
+        frame = images[i:i + 1].astype(np.float32)
+        for j in range(trials):
+            if not episode.active[t, j]:
+                continue
+            k = key_frame[j]
+            prop = dff.propagate(images[k:k + 1].astype(np.float32), key_features[j], frame)
+            policy_fn(np.asarray(prop[tap]), episode.expert[t, j:j + 1])
+            mask0 = np.argmax(np.asarray(prop["probs"])[0], axis=-1)
+            u0 = rewards.mean_iou(rewards.confusion_matrix(mask0, labels[i], num_classes))
+            if episode.actions[t, j]:
+                key = dff.key(frame)
+                mask1 = np.argmax(np.asarray(key["probs"])[0], axis=-1)
+                u1 = rewards.mean_iou(rewards.confusion_matrix(mask1, labels[i], num_classes))
+                out[t, j] = u1 - u0
+                key_frame[j], key_features[j] = i, key["features"]
+    return out
+
+
+def main(argv):
+    del argv
+    from deeplab_face import build_segmenter
+    from flownet2s import build_flownet
+    from flownet2s.dff import DeepFeatureFlow, flow_input_size
+
+    keras.utils.set_random_seed(FLAGS.seed)
+    num_classes = 5
+    segmenter = build_segmenter(FLAGS.backbone, num_classes, FLAGS.crop_size)
+    dff = DeepFeatureFlow(segmenter, build_flownet(input_size=flow_input_size(FLAGS.crop_size)))
+    images, labels = synthetic_video(FLAGS.frames, FLAGS.crop_size, FLAGS.seed)
+
+    def environment(cache):
+        return KeyEnvironment([cache], episode_length=FLAGS.episode_length, trials=FLAGS.trials,
+                              kar_limit=FLAGS.kar_limit)
+
+    warm = VideoCache(dff, images, labels, num_classes, batch_size=FLAGS.cache_batch_size)
+    policy = build_policy(environment(warm).deviation_shape())
+    bias = np.log(FLAGS.key_prob / (1 - FLAGS.key_prob))
+    policy.get_layer("fc3").bias.assign(np.array([0.0, bias], np.float32))
+    agent = Reinforce(policy, environment(warm))
+    tap = agent.env.deviation_tap
+    rng = np.random.default_rng(FLAGS.seed)
+    starts = [agent.env.sample_start(rng) for _ in range(FLAGS.episodes)]
+    # warm-up: compile the batched and the batch-1 graphs outside the timings
+    agent.env.rollout(agent.policy_fn, sampled_actions(), 0, starts[0][1], np.random.default_rng(99))
+    naive_replay(dff, images, labels, agent.env.rollout(agent.policy_fn, sampled_actions(), 0, 0,
+                                                        np.random.default_rng(98), trials=1),
+                 agent.policy_fn, tap, num_classes)
+
+    cache = VideoCache(dff, images, labels, num_classes, batch_size=FLAGS.cache_batch_size)
+    env = environment(cache)
+    t0 = time.perf_counter()
+    episodes = [env.rollout(agent.policy_fn, sampled_actions(), v, s, np.random.default_rng([FLAGS.seed, n]))
+                for n, (v, s) in enumerate(starts)]
+    cached_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    replayed = [naive_replay(dff, images, labels, e, agent.policy_fn, tap, num_classes) for e in episodes]
+    naive_s = time.perf_counter() - t0
+
+    steps = int(sum(e.active.sum() for e in episodes))
+    keys = int(sum((e.actions & e.active).sum() for e in episodes))
+    naive_pairs, naive_keys = steps, keys + len(episodes)
+    diff = max(float(np.abs(r - e.rewards).max()) for r, e in zip(replayed, episodes))
+    cached_rate, naive_rate = steps / cached_s, steps / naive_s
+    print(f"device: {keras.backend.backend()} {_device()}; S={FLAGS.crop_size}, {FLAGS.backbone}, "
+          f"T={FLAGS.episode_length}, M={FLAGS.trials}, episodes={FLAGS.episodes}, eta={FLAGS.kar_limit}")
+    print(f"trial-steps: {steps}, keys: {keys}, max |reward difference| cached vs naive: {diff:.2e}")
+    print()
+    print("| path | seconds | trial-steps/s | N runs | F + warp runs | speed-up |")
+    print("|---|---|---|---|---|---|")
+    print(f"| naive per-step recompute (batch 1) | {naive_s:.2f} | {naive_rate:.1f} | {naive_keys} | "
+          f"{naive_pairs} | 1.0x |")
+    print(f"| cached, batched trials | {cached_s:.2f} | {cached_rate:.1f} | {cache.key_computations} | "
+          f"{cache.pair_computations} | {cached_rate / naive_rate:.1f}x |")
+
+
+def _device():
+    try:
+        import tensorflow as tf
+        gpus = tf.config.list_physical_devices("GPU")
+        return f"GPU ({len(gpus)})" if gpus else "CPU"
+    except ImportError:
+        return ""
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,211 @@
+"""The shared per-video cache (docs/interfaces.md "The shared per-video cache").
+
+For one video it computes lazily, and keeps, N's own result on each frame (the
+key path) and the propagated result for each (key frame k, current frame i)
+pair (the non-key path), each exactly once. The environment's M trials, the
+DVSNet decision-network training and the evaluation sweeps all read from it, so
+a pair visited by many trials or many sweeps costs one propagation. Missing
+entries are computed in fixed-size batches: one compiled call per batch.
+"""
+import collections
+
+import keras
+import numpy as np
+
+from rl_scheduler import rewards
+
+KeyEntry = collections.namedtuple("KeyEntry", "mask confusion miou")
+# `pseudo_miou` (mIoU of the mask against key(i).mask) is an addition for Eq. 2's `pseudo_acc=miou`.
+PairEntry = collections.namedtuple(
+    "PairEntry", "mask confusion miou conv6 conv6_1 flow_magnitude agreement pseudo_miou")
+
+
+def _numpy(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def _row(batch, j):
+    """Row j of a batch as its own (1, ...) array (None stays None)."""
+    return None if batch is None else batch[j:j + 1].copy()
+
+
+class VideoCache:
+    """Key results per frame and non-key results per (k, i) pair for one video.
+
+    Args:
+      dff: a `flownet2s.dff.DeepFeatureFlow` (`key`, `propagate`).
+      images: uint8 (T, S, S, 3) RGB frames.
+      labels: uint8 (T, S, S) ground truth (255 = ignore), or None (Eq. 2 only).
+      num_classes: classes of N.
+      batch_size: frames per compiled call (a short batch is padded to a power of two, so a
+        few compiled shapes serve every call).
+      feature_capacity: key-frame feature maps kept in memory (least recently used go first).
+      keep_masks: keep every mask (False saves memory on long runs; entries then hold None).
+      keep_taps: which of conv6 / conv6_1 pair entries keep (the other holds None).
+      pair_capacity: most pair entries kept (least recently used go first and are recomputed
+        when asked for again); None = unbounded.
+    """
+
+    def __init__(self, dff, images, labels, num_classes=5, batch_size=8, feature_capacity=64,
+                 keep_masks=True, ignore_label=255, keep_taps=("conv6", "conv6_1"), pair_capacity=None):
+        self.dff = dff
+        self.images = images
+        self.labels = labels
+        self.num_classes = int(num_classes)
+        self.batch_size = int(batch_size)
+        self.feature_capacity = max(int(feature_capacity), self.batch_size)
+        self.keep_masks = keep_masks
+        self.ignore_label = ignore_label
+        self._keys = {}
+        self._key_masks = {}      # needed for agreement even when keep_masks is False
+        self._pairs = collections.OrderedDict()
+        self.keep_taps = tuple(keep_taps)
+        self.pair_capacity = None if pair_capacity is None else max(int(pair_capacity), 4 * self.batch_size)
+        self._features = collections.OrderedDict()
+        self.key_computations = 0   # frames run through N (for the benchmark and tests)
+        self.pair_computations = 0  # pairs run through F + warp + N_task
+
+    def __len__(self):
+        return len(self.images)
+
+    @property
+    def num_frames(self):
+        return len(self.images)
+
+    # -- public lookups -------------------------------------------------------
+    def key(self, i):
+        """KeyEntry of frame i: N's own mask, its confusion matrix and mIoU against the label."""
+        i = int(i)
+        if i not in self._keys:
+            self.prefetch_keys([i])
+        return self._keys[i]
+
+    def pair(self, k, i):
+        """PairEntry of frame i propagated from key frame k."""
+        k, i = int(k), int(i)
+        if (k, i) not in self._pairs:
+            self.prefetch_pairs([(k, i)])
+        elif self.pair_capacity is not None:
+            self._pairs.move_to_end((k, i))
+        return self._pairs[(k, i)]
+
+    def has_pair(self, k, i):
+        return (int(k), int(i)) in self._pairs
+
+    def prefetch_keys(self, indices):
+        """Run N on every frame of `indices` not cached yet, in batches."""
+        missing = sorted({int(i) for i in indices} - set(self._keys))
+        for chunk in self._chunks(missing):
+            out = self.dff.key(self._frames(chunk))
+            features, probs = _numpy(out["features"]), _numpy(out["probs"])
+            for j, i in enumerate(chunk):
+                mask = np.argmax(probs[j], axis=-1).astype(np.uint8)
+                self._key_masks[i] = mask
+                self._keys[i] = KeyEntry(mask if self.keep_masks else None, *self._score(mask, i))
+                self._remember_features(i, features[j])
+            self.key_computations += len(chunk)
+
+    def prefetch_pairs(self, pairs):
+        """Compute every missing (k, i) pair, grouped by key frame, in batches."""
+        missing = sorted({(int(k), int(i)) for k, i in pairs} - set(self._pairs))
+        if not missing:
+            return
+        from flownet2s.dff import mean_flow_magnitude  # the one definition of the flow-magnitude score
+
+        # U^{a1} and the agreement target for i; N's result on k too (it was, or will be, a key).
+        self.prefetch_keys([i for _, i in missing] + [k for k, _ in missing])
+        for chunk in self._chunks(missing):
+            key_ids = [k for k, _ in chunk]
+            self._ensure_features(key_ids)
+            key_features = np.stack([self._features[k] for k in key_ids])
+            key_features = self._pad(key_features)
+            out = self.dff.propagate(self._frames(key_ids), key_features, self._frames([i for _, i in chunk]))
+            probs = _numpy(out["probs"])
+            conv6 = _numpy(out["conv6"]) if "conv6" in self.keep_taps else None
+            conv6_1 = _numpy(out["conv6_1"]) if "conv6_1" in self.keep_taps else None
+            magnitudes = _numpy(mean_flow_magnitude(out["flow"])).reshape(-1)
+            for j, (k, i) in enumerate(chunk):
+                magnitude = float(magnitudes[j])
+                key_mask = self._key_masks[i]
+                if k == i:  # DFF: the key frame uses its own, unwarped features
+                    entry = self._keys[i]
+                    self._store((k, i), PairEntry(entry.mask, entry.confusion, entry.miou, _row(conv6, j),
+                                                  _row(conv6_1, j), magnitude, 1.0, 1.0))
+                    continue
+                mask = np.argmax(probs[j], axis=-1).astype(np.uint8)
+                confusion, miou = self._score(mask, i)
+                self._store((k, i), PairEntry(
+                    mask if self.keep_masks else None, confusion, miou, _row(conv6, j), _row(conv6_1, j),
+                    magnitude, rewards.pixel_accuracy(mask, key_mask),
+                    rewards.mean_iou(rewards.confusion_matrix(mask, key_mask, self.num_classes))))
+            self.pair_computations += len(chunk)
+
+    # -- internals -------------------------------------------------------------
+    def _store(self, pair, entry):
+        self._pairs[pair] = entry
+        if self.pair_capacity is not None:
+            while len(self._pairs) > self.pair_capacity:
+                self._pairs.popitem(last=False)
+
+    def _score(self, mask, i):
+        if self.labels is None:
+            return None, float("nan")
+        confusion = rewards.confusion_matrix(mask, self.labels[i], self.num_classes, self.ignore_label)
+        return confusion, rewards.mean_iou(confusion)
+
+    def _chunks(self, items):
+        for start in range(0, len(items), self.batch_size):
+            yield items[start:start + self.batch_size]
+
+    def _pad(self, array):
+        """Repeat the last row up to a power of two (at most batch_size): a few compiled shapes only."""
+        size = 1
+        while size < len(array):
+            size *= 2
+        size = min(size, self.batch_size) if len(array) <= self.batch_size else len(array)
+        if len(array) == size:
+            return array
+        extra = np.repeat(array[-1:], size - len(array), axis=0)
+        return np.concatenate([array, extra])
+
+    def _frames(self, indices):
+        return self._pad(self.images[np.asarray(indices)].astype(np.float32))
+
+    def _remember_features(self, i, features):
+        self._features[i] = features
+        self._features.move_to_end(i)
+        while len(self._features) > self.feature_capacity:
+            self._features.popitem(last=False)
+
+    def _ensure_features(self, key_ids):
+        for k in key_ids:
+            if k in self._features:
+                self._features.move_to_end(k)
+        missing = sorted(set(key_ids) - set(self._features))
+        for chunk in self._chunks(missing):  # evicted (or never computed) key features
+            features = _numpy(self.dff.key(self._frames(chunk))["features"])
+            for j, k in enumerate(chunk):
+                self._remember_features(k, features[j])
+            self.key_computations += len(chunk)
+
+
+def load_dff(segmenter_dir, flownet_dir, **dff_options):
+    """The frozen N and F of earlier stages composed into one DeepFeatureFlow (§3.1)."""
+    from deeplab_face import load_segmenter
+    from flownet2s import load_flownet
+    from flownet2s.dff import DeepFeatureFlow
+
+    return DeepFeatureFlow(load_segmenter(segmenter_dir), load_flownet(flownet_dir), **dff_options)
+
+
+def load_video_caches(dff, prepared_dir, video_ids, num_classes=None, **cache_options):
+    """One VideoCache per prepared video (frames and labels read once, numpy)."""
+    from deeplab_face.data.pipelines import load_video
+
+    if num_classes is None:
+        num_classes = int(dff.segmenter.output_shape[-1]) if hasattr(dff, "segmenter") else 5
+    caches = []
+    for video_id in video_ids:
+        images, labels = load_video(prepared_dir, video_id)
+        caches.append(VideoCache(dff, images, labels, num_classes=num_classes, **cache_options))
+    return caches

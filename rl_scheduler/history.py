@@ -1,0 +1,138 @@
+"""Decision history: KAR and LKD over the last H decisions (paper §3.2, paper.md §3).
+
+One implementation, `BatchedHistory`, keeps M independent histories as numpy
+arrays (the M trials of an episode); `DecisionHistory` is the same arithmetic
+for one sequence (the runtime and the schedulers).
+
+- The window holds the last `window` decisions, pre-filled with non-key
+  (`kar_prefill="nonkey"`, KAR = keys / H) or empty (`"none"`, KAR = keys /
+  decisions so far, 0 before the first decision).
+- LKD = i - k, the frames since the last key, for the frame about to be decided,
+  multiplied by `lkd_scale` (default 1 / H).
+- The forced first key of a sequence is not a decision: `force_key()` sets the
+  last key without entering the window.
+"""
+import numpy as np
+
+from rl_scheduler import config
+
+
+class BatchedHistory:
+    """M decision histories stepped together; inactive trials can be left out of a push."""
+
+    def __init__(self, batch, window=config.HISTORY_WINDOW,
+                 kar_prefill=config.DEFAULT_OPTIONS["kar_prefill"],
+                 lkd_scale=config.DEFAULT_OPTIONS["lkd_scale"]):
+        config.check_choice("kar_prefill", kar_prefill)
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.batch = int(batch)
+        self.window = int(window)
+        self.kar_prefill = kar_prefill
+        self.lkd_scale = float(lkd_scale)
+        self.reset()
+
+    def reset(self):
+        """Empty histories: the window is all non-key, no key seen yet."""
+        self._slots = np.zeros((self.batch, self.window), bool)
+        self._decisions = np.zeros(self.batch, np.int64)   # decisions pushed so far
+        self._distance = np.zeros(self.batch, np.int64)    # i - k for the next frame
+
+    def force_key(self, mask=None):
+        """The forced first key (§3): the next frame is 1 past a key; the window is untouched."""
+        mask = self._mask(mask)
+        self._distance[mask] = 1
+
+    def push(self, is_key, mask=None):
+        """Enter one decision per trial (where `mask` is True)."""
+        mask = self._mask(mask)
+        is_key = np.broadcast_to(np.asarray(is_key, bool), (self.batch,))
+        rows = np.nonzero(mask)[0]
+        self._slots[rows, self._decisions[rows] % self.window] = is_key[rows]
+        self._decisions[rows] += 1
+        self._distance[rows] = np.where(is_key[rows], 1, self._distance[rows] + 1)
+
+    @property
+    def keys(self):
+        """Key decisions in each window, (M,) int."""
+        return self._slots.sum(axis=1)
+
+    def _kar64(self):
+        keys = self.keys.astype(np.float64)
+        if self.kar_prefill == "nonkey":
+            return keys / self.window
+        seen = np.minimum(self._decisions, self.window)
+        return np.where(seen > 0, keys / np.maximum(seen, 1), 0.0)
+
+    @property
+    def kar(self):
+        """Key-all ratio per trial, (M,) float32."""
+        return self._kar64().astype(np.float32)
+
+    @property
+    def last_key_distance(self):
+        """i - k for the frame about to be decided, (M,) int."""
+        return self._distance.copy()
+
+    @property
+    def lkd(self):
+        """Scaled last-key distance per trial, (M,) float32."""
+        return (self._distance * self.lkd_scale).astype(np.float32)
+
+    def expert(self):
+        """The policy's expert input [KAR, LKD], (M, 2) float32 (§3.2)."""
+        return np.stack([self.kar, self.lkd], axis=1)
+
+    def exceeds(self, limit):
+        """True where KAR has surpassed `limit` (§4 stop rule), robust to float rounding."""
+        return self._kar64() > float(limit) + 1e-9
+
+    def _mask(self, mask):
+        if mask is None:
+            return np.ones(self.batch, bool)
+        return np.broadcast_to(np.asarray(mask, bool), (self.batch,))
+
+
+class DecisionHistory:
+    """One sequence's history: `push(is_key)`, `kar`, `lkd` (DESIGN.md)."""
+
+    def __init__(self, window=config.HISTORY_WINDOW,
+                 kar_prefill=config.DEFAULT_OPTIONS["kar_prefill"],
+                 lkd_scale=config.DEFAULT_OPTIONS["lkd_scale"]):
+        self._batched = BatchedHistory(1, window, kar_prefill, lkd_scale)
+
+    @property
+    def window(self):
+        return self._batched.window
+
+    def reset(self):
+        self._batched.reset()
+
+    def force_key(self):
+        self._batched.force_key()
+
+    def push(self, is_key):
+        self._batched.push(bool(is_key))
+
+    @property
+    def keys(self):
+        return int(self._batched.keys[0])
+
+    @property
+    def kar(self):
+        return float(self._batched.kar[0])
+
+    @property
+    def lkd(self):
+        return float(self._batched.lkd[0])
+
+    @property
+    def last_key_distance(self):
+        return int(self._batched.last_key_distance[0])
+
+    def expert(self):
+        """[[KAR, LKD]], (1, 2) float32, ready for the policy."""
+        return self._batched.expert()
+
+    def exceeds(self, limit):
+        return bool(self._batched.exceeds(limit)[0])

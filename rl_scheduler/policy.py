@@ -1,0 +1,55 @@
+"""The policy network pi_theta(a | s) (paper §3.2; paper.md §2).
+
+Conv0 (96, 3x3, SAME) on FlowNet2-s Conv6 features -> FC0 1024 -> FC1 1024 ->
+FC2 128 -> concat [FC2, KAR, LKD] (130) -> FC3 -> softmax [non-key, key].
+Backend-neutral Keras 3: no TensorFlow import here.
+"""
+import keras
+import numpy as np
+
+from rl_scheduler import config
+
+
+def _activation(name, layer_name):
+    if name == "leaky_relu":  # reconstructed: as the DVSNet decision network
+        return keras.layers.LeakyReLU(negative_slope=config.LEAKY_ALPHA, name=layer_name)
+    return keras.layers.Activation(name, name=layer_name)
+
+
+def build_policy(deviation_shape, activation="leaky_relu", deviation_size=None):
+    """Keras model on `(deviation_features (B,h,w,c), expert (B,2) = [KAR, LKD])`.
+
+    Args:
+      deviation_shape: (h, w, c) of the Conv6 tap (9x9x384 at 513 with FlowNet2-s).
+      activation: "leaky_relu" (slope 0.1, default) or any Keras activation name.
+      deviation_size: optional (h', w') the features are bilinearly resized to first
+        (DVSNet resizes conv6_1 to 4x8 on Cityscapes regions).
+
+    Returns (B, 2) probabilities [pi(a0 | s), pi(a1 | s)] = [non-key, key].
+    """
+    deviation = keras.Input(tuple(deviation_shape), name="deviation_features")
+    expert = keras.Input((2,), name="expert")
+    x = deviation
+    if deviation_size is not None:
+        x = keras.layers.Resizing(*deviation_size, interpolation="bilinear", name="deviation_resize")(x)
+    x = keras.layers.Conv2D(config.POLICY_CONV0_CHANNELS, 3, padding="same", name="conv0")(x)
+    x = _activation(activation, "conv0_act")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    for i, units in enumerate(config.POLICY_FC_UNITS):
+        x = keras.layers.Dense(units, name=f"fc{i}")(x)
+        x = _activation(activation, f"fc{i}_act")(x)
+    x = keras.layers.Concatenate(name="concat_expert")([x, expert])  # 128 + [KAR, LKD] = 130
+    logits = keras.layers.Dense(config.NUM_ACTIONS, name="fc3")(x)
+    probs = keras.layers.Softmax(name="action_probs")(logits)
+    return keras.Model([deviation, expert], probs, name="policy")
+
+
+def expert_weights(policy):
+    """FC3 weights of the KAR and LKD inputs on the key-minus-non-key logit (Fig. 3, bottom).
+
+    Returns (kar_weight, lkd_weight) as floats: a positive value means a larger
+    KAR (LKD) pushes toward a key.
+    """
+    kernel = np.asarray(keras.ops.convert_to_numpy(policy.get_layer("fc3").kernel))
+    kar_row, lkd_row = kernel[-2], kernel[-1]   # the concat appends KAR, then LKD
+    return float(kar_row[1] - kar_row[0]), float(lkd_row[1] - lkd_row[0])

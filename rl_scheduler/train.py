@@ -1,0 +1,244 @@
+"""Train the RL key scheduler with REINFORCE (paper §3.2, §4.2): `python -m rl_scheduler.train`.
+
+Episodes of T frames from random start frames of the scheduler-training videos,
+M trials each as one batch, the KAR-limit stop rule, Eq. 1 or Eq. 2 rewards, 8
+episodes per RMSProp update. Every `--validate_every` updates the policy is run
+deterministically (key iff P(key) > tau) on fixed validation episodes and the best
+weights are kept; `final.weights.h5` is the best validated policy.
+
+Writes `<root>/tensorboard` (mean return, key ratio, entropy, KAR / LKD weights,
+validation return), `<root>/ckpt` (resumable), `history.json` (one row per
+update, for Fig. 3), `best.weights.h5`, and finally `config.json`,
+`final.weights.h5`, `DONE`.
+"""
+import json
+import math
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import flags  # noqa: E402
+
+from deeplab_face import cli  # noqa: E402
+from deeplab_face.errors import ConfigError  # noqa: E402
+from deeplab_face.train import scalar_summary  # noqa: E402
+from rl_scheduler import config  # noqa: E402
+from rl_scheduler.cache import load_dff, load_video_caches  # noqa: E402
+from rl_scheduler.environment import KeyEnvironment  # noqa: E402
+from rl_scheduler.policy import build_policy  # noqa: E402
+from rl_scheduler.reinforce import Reinforce  # noqa: E402
+
+D = config.DEFAULT_OPTIONS
+
+
+def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KAR_LIMIT, reward="eq1",
+                 episodes=config.EPISODES, episode_length=config.EPISODE_LENGTH_300VW, trials=config.TRIALS,
+                 episodes_per_update=config.EPISODES_PER_UPDATE, learning_rate=config.LEARNING_RATE,
+                 entropy_coef=config.ENTROPY_COEF, gamma=config.GAMMA, seed=0, checkpoint_every=10,
+                 validate_every=10, validation_episodes=8, activation="leaky_relu",
+                 window=config.HISTORY_WINDOW, deviation_tap=D["deviation_tap"],
+                 deviation_size=D["deviation_size"], kar_prefill=D["kar_prefill"], lkd_scale=D["lkd_scale"],
+                 stop_check=D["stop_check"], reward_units=D["reward_units"], pseudo_acc=D["pseudo_acc"],
+                 entropy_form=D["entropy_form"], return_mode=D["return_mode"], baseline=D["baseline"],
+                 eps_clip=D["eps_clip"], tau=D["tau"], verbose=1):
+    """REINFORCE on caches (VideoCache or any object with its interface); see the module doc."""
+    hparams = {k: v for k, v in locals().items() if k not in ("root_dir", "train_caches", "val_caches")}
+    if episodes < 1 or episodes_per_update < 1 or trials < 1:
+        raise ConfigError("--episodes, --episodes_per_update and --trials must be >= 1")
+    if not 0.0 < kar_limit:
+        raise ConfigError(f"--kar_limit: must be > 0, got {kar_limit}")
+    keras.utils.set_random_seed(seed)
+    os.makedirs(root_dir, exist_ok=True)
+    env_options = dict(episode_length=episode_length, kar_limit=kar_limit, reward=reward, window=window,
+                       kar_prefill=kar_prefill, lkd_scale=lkd_scale, stop_check=stop_check,
+                       deviation_tap=deviation_tap, reward_units=reward_units, pseudo_acc=pseudo_acc)
+    env = KeyEnvironment(train_caches, trials=trials, **env_options)
+    val_env = KeyEnvironment(val_caches or train_caches, trials=1, **env_options)  # §4.2: or the same set
+    build_args = dict(deviation_shape=list(env.deviation_shape()), activation=activation,
+                      deviation_size=list(deviation_size) if deviation_size else None)
+    policy = build_policy(**build_args)
+    agent = Reinforce(policy, env, learning_rate=learning_rate, entropy_coef=entropy_coef, gamma=gamma,
+                      entropy_form=entropy_form, return_mode=return_mode, baseline=baseline,
+                      eps_clip=eps_clip, tau=tau)
+    agent.optimizer.build(policy.trainable_variables)  # slots exist before a restore
+    step = tf.Variable(0, dtype=tf.int64)
+    best_return = tf.Variable(-np.inf, dtype=tf.float64)
+    ckpt = tf.train.Checkpoint(step=step, model=policy, optimizer=agent.optimizer, best_return=best_return)
+    manager = tf.train.CheckpointManager(ckpt, os.path.join(root_dir, "ckpt"), max_to_keep=2)
+    if manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint).expect_partial()
+    history_path = os.path.join(root_dir, "history.json")
+    history = read_json(history_path, [])[:int(step.numpy())]
+    best_path = os.path.join(root_dir, "best.weights.h5")
+    val_rng = np.random.default_rng([seed, 1])   # fixed validation episodes
+    val_starts = [val_env.sample_start(val_rng) for _ in range(validation_episodes)]
+    updates = math.ceil(episodes / episodes_per_update)
+    writer = tf.summary.create_file_writer(os.path.join(root_dir, "tensorboard"))
+    bar = keras.utils.Progbar(updates, verbose=verbose,
+                              stateful_metrics=["return", "key_ratio", "entropy", "val_return"])
+    bar.update(int(step.numpy()))
+    while int(step.numpy()) < updates:
+        update = int(step.numpy())
+        rng = np.random.default_rng([seed, 0, update])  # per-update stream: resuming repeats nothing
+        n = min(episodes_per_update, episodes - update * episodes_per_update)
+        stats = agent.update(agent.collect(rng, n))
+        stats["update"] = update + 1
+        stats["episodes"] = min(episodes, (update + 1) * episodes_per_update)
+        if (update + 1) % validate_every == 0 or update + 1 == updates:
+            val = agent.validate(val_env, val_starts)
+            stats.update(val_return=val["mean_return"], val_key_ratio=val["key_ratio"],
+                         val_completed=val["completed"])
+            if val["mean_return"] > float(best_return.numpy()):
+                best_return.assign(val["mean_return"])
+                policy.save_weights(best_path)
+        history.append(stats)
+        with writer.as_default(step=update + 1):
+            for name, value in stats.items():
+                if name not in ("update", "episodes"):
+                    scalar_summary(name, value, update + 1)
+        step.assign_add(1)
+        if int(step.numpy()) % checkpoint_every == 0 or int(step.numpy()) == updates:
+            manager.save(checkpoint_number=int(step.numpy()))
+            write_json(history_path, history)
+        bar.update(int(step.numpy()), [("return", stats["mean_return"]), ("key_ratio", stats["key_ratio"]),
+                                       ("entropy", stats["entropy"])]
+                   + ([("val_return", stats["val_return"])] if "val_return" in stats else []))
+    writer.flush()
+    write_json(history_path, history)
+    if os.path.exists(best_path):
+        policy.load_weights(best_path)
+    policy.save_weights(os.path.join(root_dir, "final.weights.h5"))
+    stage_config = dict(build_args, deviation_tap=deviation_tap, training=hparams)
+    write_json(os.path.join(root_dir, "config.json"), stage_config)
+    with open(os.path.join(root_dir, "DONE"), "w") as f:
+        f.write("done\n")
+    last = history[-1] if history else {}
+    return dict(updates=updates, best_val_return=float(best_return.numpy()),
+                final_mean_return=last.get("mean_return"), final_key_ratio=last.get("key_ratio"),
+                first_mean_return=history[0]["mean_return"] if history else None)
+
+
+def train_eval(root_dir, prepared_dir, segmenter_dir, flownet_dir, train_videos, val_videos,
+               kar_limit=config.DEFAULT_KAR_LIMIT, reward="eq1", episodes=config.EPISODES,
+               episode_length=config.EPISODE_LENGTH_300VW, trials=config.TRIALS,
+               episodes_per_update=config.EPISODES_PER_UPDATE, learning_rate=config.LEARNING_RATE,
+               entropy_coef=config.ENTROPY_COEF, gamma=config.GAMMA, seed=0, checkpoint_every=10,
+               flow_resolution="full", cache_batch_size=8, pair_cache_capacity=200_000, **options):
+    """The stage function (docs/interfaces.md): frozen N and F, one cache per video, REINFORCE."""
+    if not train_videos:
+        raise ConfigError("--train_videos: at least one scheduler-training video is needed")
+    dff = load_dff(segmenter_dir, flownet_dir, flow_resolution=flow_resolution)
+    tap = options.get("deviation_tap", D["deviation_tap"])
+    cache_options = dict(batch_size=cache_batch_size, keep_masks=False, keep_taps=(tap,),
+                         pair_capacity=pair_cache_capacity)  # per video
+    train_caches = load_video_caches(dff, prepared_dir, [str(v) for v in train_videos], **cache_options)
+    val_caches = load_video_caches(dff, prepared_dir, [str(v) for v in val_videos or ()], **cache_options)
+    result = train_policy(root_dir, train_caches, val_caches, kar_limit=kar_limit, reward=reward,
+                          episodes=episodes, episode_length=episode_length, trials=trials,
+                          episodes_per_update=episodes_per_update, learning_rate=learning_rate,
+                          entropy_coef=entropy_coef, gamma=gamma, seed=seed,
+                          checkpoint_every=checkpoint_every, **options)
+    stage = read_json(os.path.join(root_dir, "config.json"), {})
+    stage["training"].update(prepared_dir=prepared_dir, segmenter_dir=segmenter_dir, flownet_dir=flownet_dir,
+                             train_videos=list(map(str, train_videos)),
+                             val_videos=list(map(str, val_videos or ())), flow_resolution=flow_resolution)
+    write_json(os.path.join(root_dir, "config.json"), stage)
+    return result
+
+
+def read_json(path, default):
+    if not os.path.exists(path):
+        return default
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_json(path, value):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=1)
+    os.replace(tmp, path)
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Flags of the command (defined on demand, so that other modules can import this one)."""
+    flags.DEFINE_string("root_dir", None, "Output directory (checkpoints, TensorBoard, weights).")
+    flags.DEFINE_string("prepared_dir", None, "Prepared data (manifest.json + TFRecords).")
+    flags.DEFINE_string("segmenter_dir", None, "Stage directory of the segmentation network N.")
+    flags.DEFINE_string("flownet_dir", None, "Stage directory of the flow network F.")
+    flags.DEFINE_list("train_videos", [], "Scheduler-training video ids (300VW set B).")
+    flags.DEFINE_list("val_videos", [],
+                      "Validation video ids (empty: validate on the training videos, §4.2).")
+    flags.DEFINE_float("kar_limit", config.DEFAULT_KAR_LIMIT,
+                       "KAR limit eta of the stop rule (paper: 0.04/0.06/0.14).")
+    flags.DEFINE_enum("reward", "eq1", ["eq1", "eq2"],
+                      "Eq. 1 (ground-truth mIoU) or Eq. 2 (pseudo ground truth).")
+    flags.DEFINE_integer("episodes", config.EPISODES, "Training episodes.")
+    flags.DEFINE_integer("episode_length", config.EPISODE_LENGTH_300VW,
+                         "Frames per episode T (Cityscapes: 30).")
+    flags.DEFINE_integer("trials", config.TRIALS, "Trials M per episode.")
+    flags.DEFINE_integer("episodes_per_update", config.EPISODES_PER_UPDATE, "Episodes per REINFORCE update.")
+    flags.DEFINE_float("learning_rate", config.LEARNING_RATE, "RMSProp learning rate.")
+    flags.DEFINE_float("entropy_coef", config.ENTROPY_COEF, "Entropy-term coefficient lambda of Eq. 3.")
+    flags.DEFINE_float("gamma", config.GAMMA, "Discount factor.")
+    flags.DEFINE_integer("seed", 0, "Random seed.")
+    flags.DEFINE_integer("checkpoint_every", 10, "Updates between checkpoints.")
+    flags.DEFINE_integer("validate_every", 10, "Updates between validations (best policy kept).")
+    flags.DEFINE_integer("validation_episodes", 8, "Fixed deterministic validation episodes.")
+    flags.DEFINE_integer("window", config.HISTORY_WINDOW, "Decision-history length H.")
+    flags.DEFINE_enum("activation", "leaky_relu", ["leaky_relu", "relu"], "Policy activation.")
+    flags.DEFINE_enum("deviation_tap", D["deviation_tap"], ["conv6", "conv6_1"],
+                      "FlowNet2-s Conv6 tap fed to the policy.")
+    flags.DEFINE_list("deviation_size", [], "Resize the tap to h,w first (empty: native size).")
+    flags.DEFINE_enum("kar_prefill", D["kar_prefill"], ["nonkey", "none"],
+                      "History pre-fill (KAR = keys/H or keys/decisions).")
+    flags.DEFINE_float("lkd_scale", D["lkd_scale"], "LKD input = (i - k) * lkd_scale.")
+    flags.DEFINE_enum("stop_check", D["stop_check"], ["before", "after"],
+                      "Stop rule checked before or after acting.")
+    flags.DEFINE_enum("reward_units", D["reward_units"], ["fraction", "percent"],
+                      "mIoU / accuracy units of the reward.")
+    flags.DEFINE_enum("pseudo_acc", D["pseudo_acc"], ["pixel_acc", "miou"], "Acc of Eq. 2.")
+    flags.DEFINE_enum("entropy_form", D["entropy_form"], ["bonus", "reciprocal"], "Omega = -H or 1/H.")
+    flags.DEFINE_enum("return_mode", D["return_mode"], ["reward_to_go", "full"], "Return weighting log pi.")
+    flags.DEFINE_enum("baseline", D["baseline"], ["trial_mean", "none"], "Reward baseline.")
+    flags.DEFINE_float("eps_clip", D["eps_clip"], "Epsilon-greedy: sampling P(key) clipped to [1-eps, eps].")
+    flags.DEFINE_float("tau", D["tau"], "Key threshold on P(key) for validation rollouts.")
+    flags.DEFINE_enum("flow_resolution", "full", ["full", "half"], "Flow-net input resolution.")
+    flags.DEFINE_integer("cache_batch_size", 8, "Frames per compiled call when filling the caches.")
+    flags.DEFINE_integer("pair_cache_capacity", 200_000, "Most (key, current) pair results kept per video.")
+
+
+def main(argv):
+    del argv
+    for name in ("root_dir", "prepared_dir", "segmenter_dir", "flownet_dir"):
+        if not getattr(FLAGS, name):
+            raise ConfigError(f"--{name} is required")
+    size = [int(v) for v in FLAGS.deviation_size] or None
+    if size is not None and len(size) != 2:
+        raise ConfigError("--deviation_size: expected h,w")
+    result = train_eval(
+        FLAGS.root_dir, FLAGS.prepared_dir, FLAGS.segmenter_dir, FLAGS.flownet_dir, FLAGS.train_videos,
+        FLAGS.val_videos, kar_limit=FLAGS.kar_limit, reward=FLAGS.reward, episodes=FLAGS.episodes,
+        episode_length=FLAGS.episode_length, trials=FLAGS.trials,
+        episodes_per_update=FLAGS.episodes_per_update, learning_rate=FLAGS.learning_rate,
+        entropy_coef=FLAGS.entropy_coef, gamma=FLAGS.gamma, seed=FLAGS.seed,
+        checkpoint_every=FLAGS.checkpoint_every, flow_resolution=FLAGS.flow_resolution,
+        cache_batch_size=FLAGS.cache_batch_size, pair_cache_capacity=FLAGS.pair_cache_capacity,
+        validate_every=FLAGS.validate_every,
+        validation_episodes=FLAGS.validation_episodes, window=FLAGS.window, activation=FLAGS.activation,
+        deviation_tap=FLAGS.deviation_tap, deviation_size=size, kar_prefill=FLAGS.kar_prefill,
+        lkd_scale=FLAGS.lkd_scale, stop_check=FLAGS.stop_check, reward_units=FLAGS.reward_units,
+        pseudo_acc=FLAGS.pseudo_acc, entropy_form=FLAGS.entropy_form, return_mode=FLAGS.return_mode,
+        baseline=FLAGS.baseline, eps_clip=FLAGS.eps_clip, tau=FLAGS.tau)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.run(main)

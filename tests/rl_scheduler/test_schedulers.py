@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+
+from deeplab_face.errors import ConfigError
+from rl_scheduler import build_policy
+from rl_scheduler.dvsnet_decision import build_decision_network
+from rl_scheduler.schedulers import make_scheduler
+
+
+def _obs(i, magnitude=0.0, shape=(1, 2, 2, 8)):
+    conv = np.full(shape, 0.1, np.float32)
+    return dict(conv6=conv, conv6_1=conv, flow_magnitude=magnitude, frame_index=i)
+
+
+def _run(scheduler, observations):
+    scheduler.reset()
+    out = []
+    for obs in observations:
+        is_key, score = scheduler.decide(obs)
+        scheduler.record(is_key)
+        out.append(is_key)
+    return out
+
+
+def test_fixed_interval():
+    keys = _run(make_scheduler("fixed", threshold=4), [_obs(i) for i in range(13)])
+    assert [i for i, k in enumerate(keys) if k] == [0, 4, 8, 12]
+
+
+def test_frame_zero_is_always_a_key_and_resets():
+    s = make_scheduler("flow_magnitude", threshold=1e9)
+    keys = _run(s, [_obs(i) for i in range(5)])
+    assert keys == [True, False, False, False, False]
+    assert s.history.keys == 0 and s.history.last_key_distance == 5
+    assert _run(s, [_obs(0)]) == [True] and s.history.last_key_distance == 1
+
+
+def test_flow_magnitude_keys_above_threshold():
+    mags = [0, 0.5, 2.5, 0.1, 3.0, 1.0]
+    keys = _run(make_scheduler("flow_magnitude", threshold=1.0), [_obs(i, m) for i, m in enumerate(mags)])
+    assert keys == [True, False, True, False, True, False]
+
+
+def test_random_rate_and_seed():
+    obs = [_obs(i) for i in range(4000)]
+    a = _run(make_scheduler("random", threshold=8, seed=3), obs)
+    b = _run(make_scheduler("random", threshold=8, seed=3), obs)
+    c = _run(make_scheduler("random", threshold=8, seed=4), obs)
+    assert a == b and a != c
+    assert abs(np.mean(a[1:]) - 1 / 8) < 0.02
+
+
+def test_dvsnet_keys_when_predicted_confidence_is_below_target():
+    net = build_decision_network((2, 2, 8))
+    score = float(net(_obs(1)["conv6_1"], training=False)[0, 0])
+    below = make_scheduler("dvsnet", network=net, threshold=score + 1.0)
+    above = make_scheduler("dvsnet", network=net, threshold=score - 1.0)
+    assert _run(below, [_obs(0), _obs(1)]) == [True, True]
+    assert _run(above, [_obs(0), _obs(1)]) == [True, False]
+    assert below.decide(_obs(1))[1] == pytest.approx(score, abs=1e-4)
+
+
+def test_rl_keys_when_key_probability_exceeds_threshold():
+    policy = build_policy((2, 2, 8))
+    s = make_scheduler("rl", policy=policy, threshold=0.5)
+    s.decide(_obs(0))
+    s.record(True)
+    _, p = s.decide(_obs(1))
+    expected = float(policy([_obs(1)["conv6_1"], np.array([[0.0, 1 / 90]], np.float32)])[0, 1])
+    assert p == pytest.approx(expected, abs=1e-5)      # the state carries KAR = 0, LKD = 1/90
+    for threshold, key in ((p - 1e-3, True), (p + 1e-3, False)):
+        s = make_scheduler("rl", policy=policy, threshold=threshold)
+        assert _run(s, [_obs(0), _obs(1)]) == [True, key]
+
+
+def test_unknown_scheduler_is_a_config_error():
+    with pytest.raises(ConfigError, match="scheduler"):
+        make_scheduler("oracle")

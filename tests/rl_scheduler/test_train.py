@@ -1,0 +1,127 @@
+"""The training stages: files, resume, TensorBoard; and the absl stage functions end to end."""
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+from rl_scheduler import load_dvsnet, load_policy
+from rl_scheduler.schedulers import make_scheduler
+from rl_scheduler.train import train_policy
+from rl_scheduler.train_dvsnet import sample_pairs, train_decision_network
+from tests.rl_scheduler.toy_env import ToyVideoCache
+
+TOY = dict(episode_length=15, trials=4, episodes_per_update=2, window=10, kar_limit=0.5,
+           checkpoint_every=1, validate_every=2, validation_episodes=2, verbose=0)
+
+
+def _tags(root):
+    import tensorflow as tf
+    tags = set()
+    for path in glob.glob(os.path.join(root, "tensorboard", "*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(v.tag for v in event.summary.value)
+    return tags
+
+
+def test_policy_stage_files_resume_and_load(tmp_path):
+    caches = [ToyVideoCache(60, seed=s) for s in range(2)]
+    root = str(tmp_path / "rl")
+    result = train_policy(root, caches, [], episodes=6, **TOY)
+    for name in ("config.json", "final.weights.h5", "DONE", "history.json", "best.weights.h5"):
+        assert os.path.exists(os.path.join(root, name)), name
+    history = json.load(open(os.path.join(root, "history.json")))
+    assert len(history) == result["updates"] == 3
+    assert {"mean_return", "key_ratio", "entropy", "kar_weight", "lkd_weight"} <= set(history[0])
+    assert {"mean_return", "key_ratio", "entropy", "kar_weight", "lkd_weight", "val_return"} <= _tags(root)
+    # resuming continues from the checkpoint: the first updates are not redone
+    train_policy(root, caches, [], episodes=10, **TOY)
+    resumed = json.load(open(os.path.join(root, "history.json")))
+    assert len(resumed) == 5 and resumed[:3] == history
+    # a fresh run with the same seed repeats the resumed one's first updates exactly
+    fresh = str(tmp_path / "fresh")
+    train_policy(fresh, caches, [], episodes=6, **TOY)
+    assert json.load(open(os.path.join(fresh, "history.json")))[0]["mean_return"] == history[0]["mean_return"]
+    policy = load_policy(root)
+    stage = json.load(open(os.path.join(root, "config.json")))
+    assert stage["deviation_shape"] == [2, 2, 4] and stage["training"]["kar_limit"] == 0.5
+    scheduler = make_scheduler("rl", policy=policy)
+    obs = dict(conv6=caches[0].pair(0, 1).conv6, conv6_1=caches[0].pair(0, 1).conv6_1,
+               flow_magnitude=0.0, frame_index=1)
+    scheduler.decide(dict(obs, frame_index=0))
+    scheduler.record(True)
+    assert 0.0 <= scheduler.decide(obs)[1] <= 1.0
+
+
+def test_decision_network_learns_the_confidence_target(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(320, 2, 2, 8)).astype(np.float32)
+    y = (80.0 + 10.0 * x[:, 0, 0, 0]).astype(np.float32)          # percent, depends on the features
+    root = str(tmp_path / "dvsnet")
+    from rl_scheduler.dvsnet_decision import build_decision_network
+    untrained = build_decision_network((2, 2, 8))
+    untrained_mae = float(np.mean(np.abs(np.asarray(untrained(x[256:]))[:, 0] - y[256:])))
+    result = train_decision_network(root, (x[:256], y[:256]), (x[256:], y[256:]), epochs=12, verbose=0)
+    assert untrained_mae > 40 and result["best_val_mae"] < 15   # it learns the percent scale
+    net = load_dvsnet(root)
+    predicted = np.asarray(net(x[256:], training=False))[:, 0]
+    assert np.mean(np.abs(predicted - y[256:])) == pytest.approx(result["best_val_mae"], rel=1e-3)
+    assert {"loss", "val_mae"} <= _tags(root)
+
+
+def test_sample_pairs_respects_max_gap():
+    pairs = sample_pairs(20, 3, None, np.random.default_rng(0))
+    assert len(pairs) == 20 * 4 - 6 and all(0 <= i - k <= 3 for k, i in pairs)
+    sub = sample_pairs(20, 3, 10, np.random.default_rng(0))
+    assert len(sub) == 10 and set(sub) <= set(pairs)
+
+
+def _stage_dirs(tmp_path):
+    """Prepared data, an (untrained) N stage and F stage in the documented formats."""
+    import keras
+    from deeplab_face import build_segmenter
+    from deeplab_face.data.tfrecords import encode_example, write_examples, write_manifest
+    from flownet2s import build_flownet
+
+    keras.utils.set_random_seed(0)
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (90, 90, 3)).astype(np.uint8)
+    videos = {}
+    for vid in ("001", "002"):
+        examples = []
+        for t in range(8):
+            image = np.roll(base, (t, 2 * t), axis=(0, 1))[:65, :65]
+            label = (image[..., 0] // 52).astype(np.uint8)
+            examples.append(encode_example(image, label, vid, t + 1, np.zeros((68, 2))))
+        write_examples(prepared / f"{vid}.tfrecord", examples)
+        videos[vid] = {"frames": 8, "file": f"{vid}.tfrecord"}
+    write_manifest(prepared, {"size": 65, "videos": videos})
+    seg_dir, flow_dir = tmp_path / "seg", tmp_path / "flow"
+    seg_dir.mkdir()
+    flow_dir.mkdir()
+    build_segmenter("mobilenet_v2", 5, 65).save_weights(str(seg_dir / "final.weights.h5"))
+    seg_config = dict(backbone="mobilenet_v2", num_classes=5, crop_size=65)
+    (seg_dir / "config.json").write_text(json.dumps(seg_config))
+    build_flownet(input_size=64).save_weights(str(flow_dir / "final.weights.h5"))
+    (flow_dir / "config.json").write_text(json.dumps(dict(input_size=64)))
+    return str(prepared), str(seg_dir), str(flow_dir)
+
+
+def test_stage_functions_end_to_end(tmp_path):
+    from rl_scheduler import train, train_dvsnet
+    prepared, seg, flow = _stage_dirs(tmp_path)
+    result = train.train_eval(str(tmp_path / "rl"), prepared, seg, flow, ["001"], ["002"], episodes=2,
+                              episode_length=6, trials=4, episodes_per_update=2, validate_every=1,
+                              cache_batch_size=4,
+                              validation_episodes=1, window=10, verbose=0)
+    assert os.path.exists(tmp_path / "rl" / "DONE") and result["updates"] == 1
+    assert json.load(open(tmp_path / "rl" / "config.json"))["training"]["train_videos"] == ["001"]
+    out = train_dvsnet.train_eval(str(tmp_path / "dvs"), prepared, seg, flow, ["001"], ["002"], max_gap=3,
+                                  epochs=2, pairs_per_video=8, val_pairs_per_video=4, cache_batch_size=4,
+                                  verbose=0)
+    assert os.path.exists(tmp_path / "dvs" / "DONE")
+    assert out["train_pairs"] == 8 and out["val_pairs"] == 4 and 0.0 <= out["target_mean"] <= 100.0
+    assert load_dvsnet(str(tmp_path / "dvs")).input_shape[1:] == (1, 1, 384)
