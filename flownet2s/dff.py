@@ -1,0 +1,236 @@
+"""Deep Feature Flow propagation (§3.1): the ONLY propagation code in the project.
+
+Key frame:     f_k = feature_net(I_k),                y_k = task_net(f_k).
+Non-key frame: f_i = warp(f_k, F(I_k, I_i)) * S(I_k, I_i), y_i = task_net(f_i).
+
+The flow net sees both frames resized (align-corners bilinear, as DeepLab resizes) to the
+largest multiple of 64 not above S, or half of it (DFF's half-resolution mode), per
+DESIGN.md. Its stride-4 flow, in flow-input pixels, is resized to the feature grid with
+its vectors scaled by the same align-corners factor (grid - 1) / (input - 1), so that it
+is expressed in feature-grid pixels (DESIGN.md "Flow"). The scale field is resized to the
+grid likewise. Each public call is one compiled function under the TensorFlow backend.
+"""
+import time
+
+import keras
+import numpy as np
+from keras import ops
+
+from deeplab_face.errors import ConfigError
+from flownet2s.model import INPUT_MULTIPLE, resized_flownet
+from flownet2s.warp import BORDERS, warp
+
+FLOW_RESOLUTIONS = ("full", "half")
+
+
+def flow_input_size(crop_size, flow_resolution="full"):
+    """Largest multiple of 64 not above `crop_size` (512 for 513), halved in "half" mode."""
+    if flow_resolution not in FLOW_RESOLUTIONS:
+        raise ConfigError(f"--flow_resolution: {flow_resolution!r} not in {list(FLOW_RESOLUTIONS)}")
+    size = (int(crop_size) // INPUT_MULTIPLE) * INPUT_MULTIPLE
+    if size < INPUT_MULTIPLE:
+        raise ConfigError(f"--crop_size={crop_size}: the flow net needs frames of at least "
+                          f"{INPUT_MULTIPLE} pixels")
+    return size // 2 if flow_resolution == "half" else size
+
+
+def _axis_taps(out_size, in_size):
+    """Align-corners bilinear taps along one axis: lower index, upper index, upper weight."""
+    if out_size == 1 or in_size == 1:
+        zeros = np.zeros(out_size, np.int32)
+        return zeros, zeros, np.zeros(out_size, np.float32)
+    positions = np.arange(out_size, dtype=np.float64) * (in_size - 1) / (out_size - 1)
+    lower = np.minimum(np.floor(positions).astype(np.int32), in_size - 1)
+    upper = np.minimum(lower + 1, in_size - 1)
+    return lower, upper, (positions - lower).astype(np.float32)
+
+
+def resize_align_corners(images, size):
+    """Align-corners bilinear resize of NHWC `images` (static H, W) to `size`.
+
+    Same weights as deeplab_face.models.layers.resize_align_corners (TF's align_corners=True),
+    computed with two gathers per axis instead of dense interpolation matrices: the non-key
+    path resizes 3-channel frames (513 -> 512) and the 256-channel scale field (128 -> 129),
+    where the matrix form costs as much as the flow net.
+    """
+    out_h, out_w = int(size[0]), int(size[1])
+    for axis, out_size in ((1, out_h), (2, out_w)):
+        in_size = int(images.shape[axis])
+        if in_size == out_size:
+            continue
+        lower, upper, weight = _axis_taps(out_size, in_size)
+        shape = [1, 1, 1, 1]
+        shape[axis] = out_size
+        weight = ops.convert_to_tensor(weight.reshape(shape), dtype=images.dtype)
+        low = ops.take(images, ops.convert_to_tensor(lower), axis=axis)
+        high = ops.take(images, ops.convert_to_tensor(upper), axis=axis)
+        images = low + (high - low) * weight
+    return images
+
+
+def resize_flow(flow, size, input_size):
+    """Flow (B, h, w, 2) in pixels of a `input_size` (h_in, w_in) frame -> grid `size`, grid pixels.
+
+    The field is resized align-corners and each vector scaled by (grid - 1) / (input - 1) per
+    axis: the align-corners map between the flow input and the feature grid, both spanning
+    the same frame.
+    """
+    size = (int(size[0]), int(size[1]))
+    scale_x = (size[1] - 1) / max(int(input_size[1]) - 1, 1)
+    scale_y = (size[0] - 1) / max(int(input_size[0]) - 1, 1)
+    flow = resize_align_corners(flow, size)
+    return flow * ops.convert_to_tensor([scale_x, scale_y], dtype=flow.dtype)
+
+
+def mean_flow_magnitude(flow):
+    """Per example mean sqrt(dx^2 + dy^2) of a (B, h, w, 2) flow -> (B,); in the flow's pixels
+    (feature-grid pixels for DeepFeatureFlow's flow). The flow-magnitude baseline's score (§10)."""
+    flow = ops.convert_to_tensor(flow)
+    magnitude = ops.sqrt(ops.sum(ops.square(ops.cast(flow, "float32")), axis=-1))
+    return ops.mean(magnitude, axis=(1, 2))
+
+
+def _logits_of(task_net):
+    """task_net up to its final softmax (for a from-logits loss), or None."""
+    last = task_net.layers[-1]
+    if isinstance(last, keras.layers.Softmax):
+        return keras.Model(task_net.inputs, last.input, name="task_logits")
+    return None
+
+
+def _compile(fn, jit_compile=False):
+    """One compiled call under the TensorFlow backend (tf.function); eager elsewhere."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        return tf.function(fn, jit_compile=jit_compile, reduce_retracing=True)
+    return fn
+
+
+class DeepFeatureFlow:
+    """Composes `feature_net`, `task_net` (of a segmenter) and a flow net (§3.1).
+
+    Args:
+      segmenter: `deeplab_face.build_segmenter(...)` model (`feature_net`, `task_net`).
+      flow_net: `flownet2s.build_flownet(...)` model. Rebuilt with the same weights when its
+        input size is not the one `flow_resolution` asks for.
+      flow_resolution: "full" (flow input = largest multiple of 64 <= S) or "half"; None = what
+        the flow stage was fine-tuned with (`load_flownet` records it), else "full".
+      border: "zeros" (DFF) or "clamp" (DVSNet); None = the flow stage's, else "zeros".
+      dvsnet_compat: DVSNet's swapped-weight warp (only for its released weights).
+      warp_jit: XLA-compile the warp + task part of the non-key path (TensorFlow backend). Measured
+        on the 2-core CPU at S = 513: warp + task 70-98 ms -> 24-45 ms (tensorflow.md: the warp is
+        about 3x faster under XLA, the conv nets slower, so F itself is not XLA-compiled).
+    """
+
+    def __init__(self, segmenter, flow_net, flow_resolution=None, border=None,
+                 dvsnet_compat=False, warp_jit=True):
+        stage = getattr(flow_net, "dff_options", {})
+        flow_resolution = flow_resolution or stage.get("flow_resolution", "full")
+        border = border or stage.get("border", "zeros")
+        if border not in BORDERS:
+            raise ConfigError(f"--border: {border!r} not in {list(BORDERS)}")
+        self.segmenter = segmenter
+        self.feature_net = segmenter.feature_net
+        self.task_net = segmenter.task_net
+        self.task_logits_net = _logits_of(self.task_net)
+        self.crop_size = int(segmenter.input_shape[1])
+        self.frame_hw = (int(segmenter.input_shape[1]), int(segmenter.input_shape[2]))
+        grid = self.feature_net.output_shape
+        self.feature_grid = (int(grid[1]), int(grid[2]))
+        self.feature_channels = int(grid[3])
+        self.flow_resolution = flow_resolution
+        self.flow_input = (flow_input_size(self.frame_hw[0], flow_resolution),
+                           flow_input_size(self.frame_hw[1], flow_resolution))
+        self.flow_net = resized_flownet(flow_net, list(self.flow_input)) \
+            if hasattr(flow_net, "flownet_args") else flow_net
+        scale_channels = getattr(self.flow_net, "flownet_args", {}).get("feature_channels", 1)
+        if scale_channels not in (1, self.feature_channels):
+            raise ConfigError(f"--feature_channels={scale_channels}: the scale field must have the "
+                              f"feature_net's {self.feature_channels} channels (or 1)")
+        self.border = border
+        self.dvsnet_compat = bool(dvsnet_compat)
+        self._key = _compile(self._key_fn)
+        self._flow = _compile(self._flow_fn)
+        self._warp_task_fn = _compile(self._warp_task, jit_compile=True) if warp_jit else self._warp_task
+        self._propagate = _compile(self._propagate_fn)
+        self._propagate_given = _compile(self._propagate_given_fn)
+
+    # -- building blocks (differentiable; used by the trainer inside its own tape) -----------
+    def flow_outputs(self, key_frame, frame, training=False):
+        """Flow-net outputs with `flow` and `scale` resized to the feature grid (grid pixels)."""
+        key_small = resize_align_corners(ops.cast(key_frame, "float32"), self.flow_input)
+        frame_small = resize_align_corners(ops.cast(frame, "float32"), self.flow_input)
+        out = self.flow_net([key_small, frame_small], training=training)
+        return {"flow": resize_flow(out["flow"], self.feature_grid, self.flow_input),
+                "scale": resize_align_corners(out["scale"], self.feature_grid),
+                "conv6": out["conv6"], "conv6_1": out["conv6_1"]}
+
+    def warp_features(self, key_features, flow, scale):
+        """f_i = W(f_k, flow) * S (§3.1)."""
+        warped = warp(key_features, flow, border=self.border, dvsnet_compat=self.dvsnet_compat)
+        return warped * ops.cast(scale, warped.dtype)
+
+    # -- compiled bodies -------------------------------------------------------------------
+    def _key_fn(self, frame):
+        features = self.feature_net(frame, training=False)
+        return {"features": features, "probs": self.task_net(features, training=False)}
+
+    def _flow_fn(self, key_frame, frame):
+        return self.flow_outputs(key_frame, frame)
+
+    def _warp_task(self, key_features, flow, scale):
+        features = self.warp_features(key_features, flow, scale)
+        return features, self.task_net(features, training=False)
+
+    def _propagate_given_fn(self, key_features, flow, scale):
+        features, probs = self._warp_task_fn(key_features, flow, scale)
+        return {"features": features, "probs": probs}
+
+    def _propagate_fn(self, key_frame, key_features, frame):
+        out = dict(self.flow_outputs(key_frame, frame))
+        features, probs = self._warp_task_fn(key_features, out["flow"], out["scale"])
+        out.update(features=features, probs=probs)
+        return out
+
+    # -- public interface (docs/interfaces.md) ------------------------------------------------
+    def key(self, frame):
+        """Key path: {"features", "probs"} of frames (B, S, S, 3) in [0, 255]."""
+        return self._key(ops.cast(frame, "float32"))
+
+    def flow(self, key_frame, frame):
+        """{"flow" (grid pixels, on the feature grid), "scale", "conv6", "conv6_1"}."""
+        return self._flow(ops.cast(key_frame, "float32"), ops.cast(frame, "float32"))
+
+    def propagate(self, key_frame, key_features, frame, flow_outputs=None):
+        """Non-key path: {"features", "probs", "flow", "scale", "conv6", "conv6_1"}.
+
+        `flow_outputs` (a `flow()` result for this pair) skips the flow net.
+        """
+        key_features = ops.cast(key_features, "float32")
+        if flow_outputs is None:
+            return self._propagate(ops.cast(key_frame, "float32"), key_features,
+                                   ops.cast(frame, "float32"))
+        out = self._propagate_given(key_features, ops.cast(flow_outputs["flow"], "float32"),
+                                    ops.cast(flow_outputs["scale"], "float32"))
+        result = {k: flow_outputs[k] for k in ("flow", "scale", "conv6", "conv6_1") if k in flow_outputs}
+        result.update(out)
+        return result
+
+
+def time_call(fn, warmup=2, runs=10):
+    """Median milliseconds of `fn()` over `runs` after `warmup` calls (results fetched to host)."""
+    import numpy as np
+    for _ in range(warmup):
+        _block(fn())
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        _block(fn())
+        times.append((time.perf_counter() - start) * 1000.0)
+    return float(np.median(times))
+
+
+def _block(result):
+    values = result.values() if isinstance(result, dict) else [result]
+    for value in values:
+        ops.convert_to_numpy(value)

@@ -1,0 +1,238 @@
+"""Fine-tune the flow net F on key-current pairs (§4.2): `python -m flownet2s.train`.
+
+"As suggested in DFF": N's feature_net and task_net are frozen; F (with its scale-field head)
+is trained end to end through the propagation, loss = pixel cross-entropy of
+task_net(warp(feature_net(I_k), F(I_k, I_i)) * S) against the current frame's label (or, with
+--pseudo_labels, against N's own prediction on I_i, where labels are missing). Pairs are 1-30
+frames apart (reconstructed from §4.2 / paper.md §1). Adam, constant learning rate
+(reconstructed: the paper gives no schedule).
+
+Resumable: `<workdir>/ckpt` holds F, the optimizer and the step. When done, writes
+`config.json` (build_flownet arguments + the DFF options it was trained with),
+`final.weights.h5`, `hparams.json` and `DONE`.
+"""
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import flags  # noqa: E402
+
+from deeplab_face import cli  # noqa: E402
+from deeplab_face.errors import ConfigError  # noqa: E402
+from deeplab_face.segmentation_metrics import confusion_matrix, mean_iou  # noqa: E402
+from deeplab_face.train import pixel_cross_entropy, resolve_videos, scalar_summary  # noqa: E402
+from flownet2s.dff import DeepFeatureFlow, flow_input_size  # noqa: E402
+from flownet2s.model import DEFAULT_NORMALIZATION, FLOWNET2_S_WIDTH, NORMALIZATIONS, build_flownet  # noqa: E402
+
+MIN_GAP, MAX_GAP = 1, 30   # §4.2 (reconstructed): key-current pairs 1-30 frames apart
+
+
+def finetune_logits(dff, key_image, current_image, training=True):
+    """Logits (B, S, S, C) of the propagated current frame; gradients reach F only."""
+    key_features = tf.stop_gradient(dff.feature_net(key_image, training=False))
+    out = dff.flow_outputs(key_image, current_image, training=training)
+    features = dff.warp_features(key_features, out["flow"], out["scale"])
+    if dff.task_logits_net is not None:
+        return dff.task_logits_net(features, training=False)
+    return tf.math.log(tf.maximum(dff.task_net(features, training=False), 1e-8))
+
+
+def make_train_step(dff, optimizer, num_classes, pseudo_labels=False):
+    """One compiled optimisation step of F on a pair batch; returns the loss."""
+    variables = dff.flow_net.trainable_variables
+
+    @tf.function
+    def train_step(key_image, current_image, current_label):
+        if pseudo_labels:  # N's own prediction on the current frame is the target
+            current_label = tf.argmax(dff.segmenter(current_image, training=False), axis=-1)
+        with tf.GradientTape() as tape:
+            logits = finetune_logits(dff, key_image, current_image)
+            loss = pixel_cross_entropy(logits, current_label, num_classes)
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(grads, variables))
+        return loss
+
+    return train_step
+
+
+def _resize_pairs(crop_size):
+    """Prepared data at another size than N's crop: bilinear frames, nearest labels."""
+    def resize(batch):
+        out = dict(batch)
+        for name in ("key_image", "current_image"):
+            out[name] = tf.image.resize(batch[name], (crop_size, crop_size), method="bilinear")
+        out["current_label"] = tf.image.resize(batch["current_label"][..., None], (crop_size, crop_size),
+                                               method="nearest")[..., 0]
+        return out
+    return resize
+
+
+def pairs(prepared_dir, video_ids, batch_size, seed, crop_size, min_gap, max_gap, repeat=True):
+    from deeplab_face.data.pipelines import pair_dataset
+    from deeplab_face.data.tfrecords import read_manifest
+    size = int(read_manifest(prepared_dir)["size"])
+    ds = pair_dataset(prepared_dir, video_ids, batch_size, seed, min_gap=min_gap, max_gap=max_gap,
+                      repeat=repeat)
+    if size != crop_size:
+        ds = ds.map(_resize_pairs(crop_size), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds
+
+
+def validation_miou(dff, prepared_dir, video_ids, batch_size, num_classes, max_pairs, seed,
+                    min_gap=MIN_GAP, max_gap=MAX_GAP):
+    """mIoU (%) of propagated predictions on up to `max_pairs` validation pairs."""
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    seen = 0
+    for batch in pairs(prepared_dir, video_ids, batch_size, seed, dff.crop_size, min_gap, max_gap,
+                       repeat=False):
+        key_features = dff.key(batch["key_image"])["features"]
+        probs = dff.propagate(batch["key_image"], key_features, batch["current_image"])["probs"]
+        pred = np.argmax(keras.ops.convert_to_numpy(probs), axis=-1)
+        confusion += confusion_matrix(pred, batch["current_label"].numpy(), num_classes)
+        seen += len(pred)
+        if seen >= max_pairs:
+            break
+    return 100.0 * mean_iou(confusion)
+
+
+def train_eval(root_dir, prepared_dir, segmenter_dir, train_videos, val_videos=(),
+               width=FLOWNET2_S_WIDTH, steps=20000, batch_size=4, learning_rate=1e-4,
+               min_gap=MIN_GAP, max_gap=MAX_GAP, flow_resolution="full", init_checkpoint=None,
+               seed=0, checkpoint_every=500, pseudo_labels=False, normalization=DEFAULT_NORMALIZATION,
+               scale_head="dff", border="zeros", val_pairs=64, verbose=1):
+    """Fine-tunes F into `root_dir` (resuming from `root_dir/ckpt`); returns its final numbers."""
+    from deeplab_face import load_segmenter
+    if steps < 1 or batch_size < 1:
+        raise ConfigError(f"--steps={steps} / --batch_size={batch_size}: must be positive")
+    keras.utils.set_random_seed(seed)
+    train_videos, val_videos = resolve_videos(prepared_dir, train_videos, val_videos)
+    segmenter = load_segmenter(segmenter_dir)
+    for layer in (segmenter.feature_net, segmenter.task_net):
+        layer.trainable = False   # §4.2: N_feat and N_task frozen
+    crop_size = int(segmenter.input_shape[1])
+    num_classes = int(segmenter.output_shape[-1])
+    build_args = dict(width=float(width), feature_channels=int(segmenter.feature_net.output_shape[-1]),
+                      input_size=flow_input_size(crop_size, flow_resolution), scale_head=scale_head,
+                      normalization=normalization)
+    flow_net = build_flownet(**build_args)
+    dff = DeepFeatureFlow(segmenter, flow_net, flow_resolution=flow_resolution, border=border)
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+    optimizer.build(flow_net.trainable_variables)
+
+    os.makedirs(root_dir, exist_ok=True)
+    step = tf.Variable(0, dtype=tf.int64, name="step")
+    ckpt = tf.train.Checkpoint(step=step, model=flow_net, optimizer=optimizer)
+    manager = tf.train.CheckpointManager(ckpt, os.path.join(root_dir, "ckpt"), max_to_keep=2)
+    if manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint).expect_partial()
+    elif init_checkpoint:
+        from flownet2s.checkpoint import load_tf1_checkpoint
+        load_tf1_checkpoint(flow_net, init_checkpoint)
+    start_step = int(step.numpy())
+    if start_step < steps and os.path.exists(os.path.join(root_dir, "DONE")):
+        os.remove(os.path.join(root_dir, "DONE"))
+
+    train_step = make_train_step(dff, optimizer, num_classes, pseudo_labels)
+    writer = tf.summary.create_file_writer(os.path.join(root_dir, "tensorboard"))
+    # A resumed run reseeds the pair stream so that it does not replay the first batches.
+    data = iter(pairs(prepared_dir, train_videos, batch_size, seed + start_step, crop_size,
+                      min_gap, max_gap))
+    progbar = keras.utils.Progbar(steps, verbose=verbose)
+    loss = float("nan")
+    while int(step.numpy()) < steps:
+        batch = next(data)
+        loss = float(train_step(batch["key_image"], batch["current_image"], batch["current_label"]))
+        step.assign_add(1)
+        current = int(step.numpy())
+        with writer.as_default():
+            scalar_summary("loss", loss, step=current)
+            scalar_summary("learning_rate", learning_rate, step=current)
+        progbar.update(current, [("loss", loss)])
+        if not np.isfinite(loss):
+            raise ConfigError(f"--learning_rate={learning_rate}: loss diverged at step {current}")
+        if checkpoint_every and current % checkpoint_every == 0:
+            manager.save(checkpoint_number=current)
+    manager.save(checkpoint_number=int(step.numpy()))
+    val_miou = None
+    if val_videos:
+        val_miou = validation_miou(dff, prepared_dir, val_videos, batch_size, num_classes, val_pairs,
+                                   seed, min_gap, max_gap)
+        with writer.as_default():
+            scalar_summary("val_miou", val_miou, step=int(step.numpy()))
+    writer.flush()
+
+    config = dict(build_args, flow_resolution=flow_resolution, border=border)
+    with open(os.path.join(root_dir, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    hparams = dict(segmenter_dir=os.path.abspath(segmenter_dir), train_videos=train_videos,
+                   val_videos=val_videos, steps=steps, batch_size=batch_size,
+                   learning_rate=learning_rate, min_gap=min_gap, max_gap=max_gap,
+                   init_checkpoint=init_checkpoint, seed=seed, pseudo_labels=pseudo_labels,
+                   prepared_dir=os.path.abspath(prepared_dir))
+    with open(os.path.join(root_dir, "hparams.json"), "w") as f:
+        json.dump(hparams, f, indent=2)
+    flow_net.save_weights(os.path.join(root_dir, "final.weights.h5"))
+    results = dict(step=int(step.numpy()), resumed_from_step=start_step, loss=loss, val_miou=val_miou)
+    with open(os.path.join(root_dir, "DONE"), "w") as f:
+        json.dump(results, f)
+    return results
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Defined only when run as a command (eval.reproduce imports several stage modules)."""
+    flags.DEFINE_string("workdir", None, "Stage directory: ckpt/, tensorboard/, config.json, "
+                        "final.weights.h5, DONE. Re-running resumes from ckpt/.")
+    flags.DEFINE_string("prepared_dir", None, "Prepared TFRecords (python -m deeplab_face.prepare_300vw).")
+    flags.DEFINE_string("segmenter_dir", None, "Finished segmentation stage (config.json + "
+                        "final.weights.h5): N, frozen.")
+    flags.DEFINE_list("train_videos", [], "Training video ids (default: all but --val_videos).")
+    flags.DEFINE_list("val_videos", [], "Validation video ids (propagated mIoU at the end).")
+    flags.DEFINE_float("width", FLOWNET2_S_WIDTH, "FlowNetS width: 0.375 = FlowNet2-s, 1.0 = FlowNet2-S.")
+    flags.DEFINE_integer("steps", 20000, "Training steps.")
+    flags.DEFINE_integer("batch_size", 4, "Pairs per step.")
+    flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate (constant).")
+    flags.DEFINE_integer("min_gap", MIN_GAP, "Smallest key-current distance in frames.")
+    flags.DEFINE_integer("max_gap", MAX_GAP, "Largest key-current distance in frames (§4.2: 30).")
+    flags.DEFINE_enum("flow_resolution", "full", ["full", "half"], "Flow-net input: largest multiple "
+                      "of 64 <= S (full) or half of it (DFF).")
+    flags.DEFINE_string("init_checkpoint", None, "TF1 FlowNet2-S (FlowNetS/...) or DVSNet "
+                        "(FlowNets/...) checkpoint to start from.")
+    flags.DEFINE_boolean("pseudo_labels", False, "Target = N's prediction on the current frame "
+                         "instead of its label.")
+    flags.DEFINE_enum("normalization", DEFAULT_NORMALIZATION, sorted(NORMALIZATIONS),
+                      "Flow-net input normalisation (follow the weights' origin: scale_only for "
+                      "flownet2-tf / DVSNet checkpoints).")
+    flags.DEFINE_enum("scale_head", "dff", ["dff", "dvsnet"], "Scale-field head: 1x1 (DFF) or 3x3 "
+                      "predict_scale (DVSNet).")
+    flags.DEFINE_enum("border", "zeros", ["zeros", "clamp"], "Warp border: zeros (DFF) or clamp (DVSNet).")
+    flags.DEFINE_integer("val_pairs", 64, "Validation pairs for the final propagated mIoU.")
+    flags.DEFINE_integer("seed", 0, "Seed of initialisation and pair sampling.")
+    flags.DEFINE_integer("checkpoint_every", 500, "Save a resumable checkpoint every so many steps.")
+
+
+def main(argv):
+    del argv
+    for name in ("workdir", "prepared_dir", "segmenter_dir"):
+        if not FLAGS[name].value:
+            raise ConfigError(f"--{name} is required")
+    results = train_eval(
+        FLAGS.workdir, FLAGS.prepared_dir, FLAGS.segmenter_dir, FLAGS.train_videos, FLAGS.val_videos,
+        width=FLAGS.width, steps=FLAGS.steps, batch_size=FLAGS.batch_size,
+        learning_rate=FLAGS.learning_rate, min_gap=FLAGS.min_gap, max_gap=FLAGS.max_gap,
+        flow_resolution=FLAGS.flow_resolution, init_checkpoint=FLAGS.init_checkpoint, seed=FLAGS.seed,
+        checkpoint_every=FLAGS.checkpoint_every, pseudo_labels=FLAGS.pseudo_labels,
+        normalization=FLAGS.normalization, scale_head=FLAGS.scale_head, border=FLAGS.border,
+        val_pairs=FLAGS.val_pairs)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.run(main)
