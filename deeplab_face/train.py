@@ -24,6 +24,7 @@ import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
 from deeplab_face import cli  # noqa: E402
+from deeplab_face.stage import clear_done  # noqa: E402
 from deeplab_face.data import tfrecords  # noqa: E402
 from deeplab_face.data.masks import NUM_CLASSES  # noqa: E402
 from deeplab_face.errors import ConfigError  # noqa: E402
@@ -151,8 +152,8 @@ def train_eval(root_dir, prepared_dir, train_videos, val_videos=(), backbone="re
         _import_init_checkpoint(model, init_checkpoint, reinit_logits)
     start_step = int(step.numpy())
     saved_step = start_step if manager.latest_checkpoint else None
-    if start_step < steps and os.path.exists(os.path.join(root_dir, "DONE")):
-        os.remove(os.path.join(root_dir, "DONE"))  # training on past a finished stage
+    if start_step < steps:
+        clear_done(root_dir)  # training on past a finished stage
 
     @tf.function
     def train_step(images, labels):

@@ -14,14 +14,13 @@ Layers carry the TF1 variable scope names (`conv1`, `predict_flow6`, `deconv5`,
 `upsample_flow6to5`, `predict_scale`), so the checkpoint map (flownet2s.checkpoint) is
 one name per layer.
 """
-import json
-import os
 
 import keras
 import numpy as np
 from keras import layers, ops
 
-from deeplab_face.errors import CheckpointError, ConfigError
+from deeplab_face.stage import load_stage_weights, read_stage_config
+from deeplab_face.errors import ConfigError
 
 FLOWNET2_S_WIDTH = 0.375       # "FlowNet2-s" (lower case), the paper's F (§3.1)
 FLOW_SCALE = 20.0              # predict_flow x 20 = displacement in flow-input pixels
@@ -249,24 +248,10 @@ def resized_flownet(flow_net, input_size):
 
 def load_flownet(stage_dir):
     """Flow net built from `<stage_dir>/config.json` with `<stage_dir>/final.weights.h5`."""
-    config_path = os.path.join(stage_dir, "config.json")
-    weights_path = os.path.join(stage_dir, "final.weights.h5")
-    for path in (config_path, weights_path):
-        if not os.path.exists(path):
-            raise CheckpointError(f"{path}: not found (flow stage not finished?)")
-    try:
-        with open(config_path) as f:
-            config = json.load(f)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{config_path}: unreadable JSON ({e})") from None
+    config = read_stage_config(stage_dir, "flow stage")
     known = ("width", "feature_channels", "input_size", "scale_head", "normalization")
     model = build_flownet(**{k: config[k] for k in known if k in config})
     # The propagation options F was fine-tuned with: DeepFeatureFlow's defaults for this net.
     object.__setattr__(model, "dff_options", {k: config[k] for k in ("flow_resolution", "border")
                                               if k in config})
-    try:
-        model.load_weights(weights_path)
-    except (ValueError, OSError, KeyError) as e:
-        raise CheckpointError(f"{weights_path}: does not fit {config_path} "
-                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    return model
+    return load_stage_weights(model, stage_dir)

@@ -22,6 +22,7 @@ import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
 from deeplab_face import cli  # noqa: E402
+from deeplab_face.stage import clear_done  # noqa: E402
 from deeplab_face.errors import ConfigError  # noqa: E402
 from deeplab_face.segmentation_metrics import confusion_matrix, mean_iou  # noqa: E402
 from deeplab_face.train import pixel_cross_entropy, resolve_videos, scalar_summary  # noqa: E402
@@ -133,8 +134,8 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, train_videos, val_videos=(
         from flownet2s.checkpoint import load_tf1_checkpoint
         load_tf1_checkpoint(flow_net, init_checkpoint)
     start_step = int(step.numpy())
-    if start_step < steps and os.path.exists(os.path.join(root_dir, "DONE")):
-        os.remove(os.path.join(root_dir, "DONE"))
+    if start_step < steps:
+        clear_done(root_dir)  # training on past a finished stage
 
     train_step = make_train_step(dff, optimizer, num_classes, pseudo_labels)
     writer = tf.summary.create_file_writer(os.path.join(root_dir, "tensorboard"))

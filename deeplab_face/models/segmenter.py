@@ -9,11 +9,11 @@ probabilities (B, S, S, C). It carries, as plain (untracked) attributes:
 """
 import functools
 import importlib
-import json
 import os
 
 import keras
 
+from deeplab_face.stage import load_stage_weights, read_stage_config
 from deeplab_face.errors import CheckpointError, ConfigError
 from deeplab_face.models.deeplab_v3plus import SPLITS, build_deeplab_v3plus, crop_hw
 
@@ -82,16 +82,8 @@ def load_segmenter(stage_dir):
     config.json holds build_segmenter's arguments (extra keys, e.g. training
     hyper-parameters, are ignored).
     """
+    config = read_stage_config(stage_dir, "segmentation stage")
     config_path = os.path.join(stage_dir, "config.json")
-    weights_path = os.path.join(stage_dir, "final.weights.h5")
-    for path in (config_path, weights_path):
-        if not os.path.exists(path):
-            raise CheckpointError(f"{path}: not found (segmentation stage not finished?)")
-    try:
-        with open(config_path) as f:
-            config = json.load(f)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{config_path}: unreadable JSON ({e})") from None
     try:
         args = dict(backbone=config["backbone"], num_classes=config["num_classes"],
                     crop_size=config["crop_size"])
@@ -100,10 +92,4 @@ def load_segmenter(stage_dir):
     for key in ("output_stride", "split"):
         if key in config:
             args[key] = config[key]
-    model = build_segmenter(**args)
-    try:
-        model.load_weights(weights_path)
-    except (ValueError, OSError, KeyError) as e:
-        raise CheckpointError(f"{weights_path}: does not fit {args} "
-                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    return model
+    return load_stage_weights(build_segmenter(**args), stage_dir)
