@@ -111,7 +111,11 @@ def training_dataset(prepared_dir, video_ids, batch_size, seed, crop_size, augme
 
 def _import_init_checkpoint(model, init_checkpoint, reinit_logits):
     from deeplab_face.models import checkpoint
-    checkpoint.load_tf1_checkpoint(model, init_checkpoint, reinit_logits=reinit_logits)
+    report = checkpoint.load_tf1_checkpoint(model, init_checkpoint, reinit_logits=reinit_logits)
+    # Say what arrived and what starts fresh (e.g. the logits of a 21-class checkpoint).
+    print(f"init checkpoint {report['checkpoint']}: {report['loaded']} variables loaded, "
+          f"head {report['head']}" + (f"; {report['note']}" if report.get("note") else ""))
+    return report
 
 
 def train_eval(root_dir, prepared_dir, train_videos, val_videos=(), backbone="resnet_v1_50_beta",

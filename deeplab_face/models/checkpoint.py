@@ -14,10 +14,17 @@ head variables (an ImageNet backbone) loads the backbone only, ignoring the Imag
 classifier scopes, and reports the head as intentionally not loaded. `reinit_logits=True`
 leaves `logits/semantic` as initialised (e.g. 21 PASCAL classes -> 5 face classes).
 
+Table 1's VGG16 rows take slim's ImageNet `vgg_16.ckpt` (vgg.CHECKPOINT_SCOPES): FCN-8s loads
+conv1..conv5 and fc6/fc7 (convolutionalised, same shapes), DeepLab-V2 conv1..conv5 only; fc8 and
+`vgg_16/mean_rgb` are skipped (see load_tf1_checkpoint for the conv-only case).
+
+Errors are one line starting with the path (or the prefix read): a path that does not exist, a
+file that is not a TF1 checkpoint, a TF2 object-based checkpoint, or a name mismatch.
+
 This module reads TF1 checkpoints, so it imports TensorFlow (model modules do not).
 """
-import glob
 import os
+import re
 
 import keras
 
@@ -25,11 +32,14 @@ from deeplab_face.errors import CheckpointError
 from deeplab_face.models.backbones import BACKBONES
 from deeplab_face.models.deeplab_v3plus import LOGITS_SCOPE
 from deeplab_face.models.layers import SCOPE_SEP
+from deeplab_face.models.vgg import CHECKPOINT_SCOPES
 
 _SKIP_WORDS = ("Momentum", "Adam", "Adam_1", "RMSProp", "RMSProp_1", "ExponentialMovingAverage",
                "Adagrad")
 _SKIP_NAMES = ("global_step", "beta1_power", "beta2_power")
 _SHOW = 4  # names listed per category in an error line
+_TF2_OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"  # present in tf.train.Checkpoint files only
+_SHARD_SUFFIX = re.compile(r"\.(index|data-\d{5}-of-\d{5})$")
 
 # (layer class, Keras weight name) -> TF-slim variable name under the layer's scope
 _WEIGHT_NAMES = {
@@ -69,35 +79,59 @@ def tf1_variable_map(model):
 
 
 def _resolve(path):
-    """A checkpoint prefix from a prefix, or a directory holding one."""
-    if os.path.isdir(path):
-        latest = _latest_checkpoint(path)
+    """A checkpoint prefix from a prefix, a file of one (`.index`, `.data-*`), a TF1 V1 file
+    (slim's 2016 ImageNet `vgg_16.ckpt`, say), or a directory holding exactly one of these."""
+    import tensorflow as tf
+    gfile = tf.io.gfile
+    if gfile.isdir(path):
+        latest = tf.train.latest_checkpoint(path)
         if latest:
             return latest
-        indexes = sorted(glob.glob(os.path.join(path, "*.index")))
-        if len(indexes) != 1:
-            raise CheckpointError(f"{path}: expected one TF1 checkpoint (*.index), "
-                                  f"found {len(indexes)}")
-        return indexes[0][: -len(".index")]
+        prefixes = [p[: -len(".index")] for p in gfile.glob(os.path.join(path, "*.index"))]
+        prefixes = prefixes or gfile.glob(os.path.join(path, "*.ckpt"))  # V1 single files
+        if len(prefixes) != 1:
+            found = ", ".join(os.path.basename(p) for p in sorted(prefixes)[:_SHOW]) or "none"
+            raise CheckpointError(f"{path}: expected one TF1 checkpoint in this directory "
+                                  f"(*.index or *.ckpt), found {len(prefixes)} ({found})")
+        return prefixes[0]
+    suffix = _SHARD_SUFFIX.search(path)
+    if suffix and gfile.exists(path[: suffix.start()] + ".index"):
+        return path[: suffix.start()]  # the user named one of the checkpoint's files
+    v1_shards = gfile.glob(path + "-?????-of-?????")
+    if not (gfile.exists(path) or gfile.exists(path + ".index") or v1_shards):
+        raise CheckpointError(f"{path}: not a readable TF1 checkpoint (no such file, directory "
+                              "or checkpoint prefix)")
     return path
 
 
-def _latest_checkpoint(directory):
-    import tensorflow as tf
-    return tf.train.latest_checkpoint(directory)
+def _reason(error, path):
+    """TF's first message line without the path it repeats (the caller's message names it)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text.replace(f"Unable to open table file {path}: ", "").split(": perhaps")[0]
 
 
 def read_tf1_checkpoint(path):
-    """(prefix, {name: shape}, reader) of a TF1 checkpoint, skipping global_step and optimiser slots."""
+    """(prefix, {name: shape}, reader) of a TF1 checkpoint, skipping global_step and optimiser
+    slots.
+
+    Raises CheckpointError (one line naming `path`) for a path that does not exist, a file that
+    is not a TF1 checkpoint, or a TF2 object-based checkpoint (a training `ckpt/` directory).
+    """
     import tensorflow as tf
     prefix = _resolve(path)
     try:
         reader = tf.train.load_checkpoint(prefix)
-    except Exception as e:  # NotFoundError, DataLossError, ValueError ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable TF1 checkpoint ({first})") from None
+    except Exception as e:  # DataLossError (not a checkpoint), NotFoundError, ValueError ...
+        reason = _reason(e, prefix)
+        if prefix.endswith((".h5", ".keras")):
+            reason += "; a Keras weights file: load a finished stage with load_segmenter"
+        raise CheckpointError(f"{path}: not a readable TF1 checkpoint ({reason})") from None
+    names = reader.get_variable_to_shape_map()
+    if _TF2_OBJECT_GRAPH in names:
+        raise CheckpointError(f"{prefix}: a TF2 object-based checkpoint (tf.train.Checkpoint, "
+                              "e.g. a stage's ckpt/), not a TF1 Saver checkpoint")
     shapes = {}
-    for name, shape in reader.get_variable_to_shape_map().items():
+    for name, shape in names.items():
         if name in _SKIP_NAMES or any(part in _SKIP_WORDS for part in name.split("/")):
             continue
         shapes[name] = tuple(shape)
@@ -105,16 +139,16 @@ def read_tf1_checkpoint(path):
 
 
 def _backbone_scopes(backbone):
-    """(backbone scope, ImageNet classifier scopes) of a build_segmenter name, or None."""
+    """(backbone scope, checkpoint scopes never loaded, note) of a build_segmenter name, or None.
+
+    The scopes never loaded are the ImageNet classifier (and, for VGG16, slim's `mean_rgb`
+    constant and any ImageNet layer whose shape the segmenter does not share).
+    """
     if backbone in BACKBONES:
-        return BACKBONES[backbone].scope, BACKBONES[backbone].classifier_scopes
-    try:  # Table 1's VGG rows (vgg.py) keep their own table
-        from deeplab_face.models.vgg import CHECKPOINT_SCOPES
-    except ImportError:
-        return None
-    if backbone in CHECKPOINT_SCOPES:
+        return BACKBONES[backbone].scope, BACKBONES[backbone].classifier_scopes, None
+    if backbone in CHECKPOINT_SCOPES:  # Table 1's VGG rows (vgg.py) keep their own table
         entry = CHECKPOINT_SCOPES[backbone]
-        return entry["scope"], tuple(entry["classifier_scopes"])
+        return entry["scope"], tuple(entry["skipped_scopes"]), entry["note"]
     return None
 
 
@@ -130,39 +164,68 @@ def _summary(label, names):
     return f"{len(names)} {label} ({shown})"
 
 
+def _read_values(prefix, reader, names):
+    """{name: array}, read before anything is assigned so that a failure loads nothing."""
+    values = {}
+    for name in names:
+        try:
+            values[name] = reader.get_tensor(name)
+        except Exception as e:  # DataLossError / NotFoundError: a truncated or missing data file
+            raise CheckpointError(f"{prefix}: cannot read {name} ({_reason(e, prefix)})") from None
+    return values
+
+
 def load_tf1_checkpoint(model, path, reinit_logits=False):
     """Load a TF1 DeepLab / TF-slim checkpoint into a segmenter built by build_segmenter.
 
+    All or nothing: every weight the model expects from the checkpoint must be there with its
+    shape, or CheckpointError lists what is missing / unexpected / mis-shaped and nothing is
+    assigned. An ImageNet (backbone-only) checkpoint loads the backbone scope; its classifier
+    scopes are skipped by design. For slim's `vgg_16.ckpt` (vgg.CHECKPOINT_SCOPES):
+    `fcn8s_vgg16` loads conv1_1..conv5_3 and fc6/fc7 as convolutions, so a conv-only VGG16
+    checkpoint is an error naming the missing fc6/fc7 (FCN-8s would otherwise silently start
+    118M of its 134M parameters from scratch); `deeplab_v2_vgg16` loads conv1_1..conv5_3 only
+    (its ASPP-L fc6_i/fc7_i differ in shape from ImageNet's fc6/fc7), so a conv-only checkpoint
+    is enough. fc8 and `mean_rgb` are never loaded.
+
     Args:
       model: the composed segmenter (or any model whose layers carry TF scope names).
-      path: checkpoint prefix (e.g. `.../model.ckpt`) or a directory holding one.
+      path: checkpoint prefix (e.g. `.../model.ckpt`), one of its files, a V1 checkpoint file
+        (slim `vgg_16.ckpt`), or a directory holding one.
       reinit_logits: keep `logits/semantic` as initialised (fine-tune a 21-class checkpoint
         for 5 face classes); the checkpoint's own logits are then ignored.
     Returns:
       dict: `loaded` (count), `head` ("loaded" or "not loaded: backbone-only checkpoint"),
-      `reinitialised` (names left as initialised), `checkpoint` (the prefix read).
+      `reinitialised` (model names left as initialised), `skipped` (checkpoint names not
+      loaded by design), `note` (what a VGG16 import leaves out, else None), `checkpoint`
+      (the prefix read).
     Raises:
-      CheckpointError: unreadable checkpoint, or missing / unexpected / mis-shaped names.
+      CheckpointError: one line naming the checkpoint: unreadable, or missing / unexpected /
+        mis-shaped names (counts and the first names of each).
     """
     prefix, shapes, reader = read_tf1_checkpoint(path)
-    variables = tf1_variable_map(model)
+    try:
+        variables = tf1_variable_map(model)
+    except CheckpointError as e:
+        raise CheckpointError(f"{prefix}: {e}") from None
     backbone = getattr(model, "segmenter_args", {}).get("backbone")
     scopes = _backbone_scopes(backbone)
     ignored = set()
     reinitialised = []
+    note = None
     if reinit_logits:
         reinitialised = sorted(n for n in variables if _in_scope(n, (LOGITS_SCOPE,)))
         ignored.update(n for n in shapes if _in_scope(n, (LOGITS_SCOPE,)))
     head_state = "loaded"
     if scopes is not None:
-        scope, classifier_scopes = scopes
+        scope, skipped_scopes, note = scopes
         backbone_names = {n for n in variables if _in_scope(n, (scope,))}
         checkpoint_head = [n for n in shapes if not _in_scope(n, (scope,))]
         if not checkpoint_head:
             # An ImageNet backbone: the head stays as initialised by design.
             head_state = "not loaded: backbone-only checkpoint"
             reinitialised = sorted(set(variables) - backbone_names)
-            ignored.update(n for n in shapes if _in_scope(n, classifier_scopes))
+            ignored.update(n for n in shapes if _in_scope(n, skipped_scopes))
     expected = {n: v for n, v in variables.items() if n not in reinitialised}
     available = {n: s for n, s in shapes.items() if n not in ignored}
     missing = set(expected) - set(available)
@@ -176,9 +239,13 @@ def load_tf1_checkpoint(model, path, reinit_logits=False):
         hint = ""
         if any(_in_scope(m.split(" ")[0], (LOGITS_SCOPE,)) for m in misshaped):
             hint = "; pass reinit_logits=True (--reinit_logits) for another number of classes"
+        elif missing and backbone in CHECKPOINT_SCOPES:
+            hint = "; " + CHECKPOINT_SCOPES[backbone]["missing_hint"]
         raise CheckpointError(f"{prefix}: does not match the {backbone or model.name} model: "
                               + "; ".join(problems) + hint)
+    values = _read_values(prefix, reader, sorted(expected))
     for name, variable in expected.items():
-        variable.assign(reader.get_tensor(name))
+        variable.assign(values[name])
     return dict(loaded=len(expected), head=head_state, reinitialised=reinitialised,
-                checkpoint=prefix)
+                skipped=sorted(n for n in shapes if n in ignored),
+                note=note if head_state != "loaded" else None, checkpoint=prefix)

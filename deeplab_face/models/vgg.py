@@ -199,13 +199,24 @@ def build_deeplab_v2_vgg16(num_classes, crop_size, output_stride=16, split="deco
     return feature_net, task_net
 
 
-# Importing slim's vgg_16 ImageNet checkpoint: the scope whose names load, and the ImageNet
-# classifier scopes to ignore. FCN-8s loads fc6/fc7 (same shapes as slim's 7x7 fc6 and 1x1 fc7);
-# DeepLab-V2's 1024-channel fc6_i/fc7_i do not match slim's fc6/fc7 and start from scratch.
+# Importing slim's vgg_16 ImageNet checkpoint (checkpoint.load_tf1_checkpoint): the scope whose
+# names load, the checkpoint scopes skipped by design, the note the load report carries and the
+# hint added when names are missing. slim's `mean_rgb` [3] is the ILSVRC mean (VGG_MEAN_RGB here,
+# a constant, not a weight); fc8 is the 1000-class ImageNet classifier. FCN-8s loads fc6/fc7 (same
+# shapes as slim's 7x7 fc6 and 1x1 fc7); DeepLab-V2's 1024-channel 3x3 fc6_i / 1x1 fc7_i do not
+# match slim's fc6/fc7 and start from scratch.
+_SLIM_SKIPPED = (f"{SCOPE}/fc8", f"{SCOPE}/mean_rgb")
 CHECKPOINT_SCOPES = {
-    "fcn8s_vgg16": dict(scope=SCOPE, classifier_scopes=(f"{SCOPE}/fc8",)),
-    "deeplab_v2_vgg16": dict(scope=SCOPE, classifier_scopes=(f"{SCOPE}/fc6", f"{SCOPE}/fc7",
-                                                             f"{SCOPE}/fc8")),
+    "fcn8s_vgg16": dict(
+        scope=SCOPE, skipped_scopes=_SLIM_SKIPPED,
+        note="ImageNet fc6/fc7 loaded as convolutions; fc8 (1000 classes) not loaded",
+        missing_hint="FCN-8s loads conv1_1..conv5_3 and fc6/fc7 of slim's full vgg_16.ckpt"),
+    "deeplab_v2_vgg16": dict(
+        scope=SCOPE, skipped_scopes=(f"{SCOPE}/fc6", f"{SCOPE}/fc7") + _SLIM_SKIPPED,
+        note=f"ImageNet fc6/fc7/fc8 not loaded: ASPP-L fc6_i [3, 3, 512, {ASPP_L_FILTERS}] / fc7_i "
+             f"[1, 1, {ASPP_L_FILTERS}, {ASPP_L_FILTERS}] differ from slim's fc6 "
+             f"[7, 7, 512, {FCN_FC_FILTERS}] / fc7 [1, 1, {FCN_FC_FILTERS}, {FCN_FC_FILTERS}]",
+        missing_hint="DeepLab-V2 loads conv1_1..conv5_3 of slim's vgg_16.ckpt"),
 }
 
 VGG_BUILDERS = {"fcn8s_vgg16": build_fcn8s_vgg16, "deeplab_v2_vgg16": build_deeplab_v2_vgg16}

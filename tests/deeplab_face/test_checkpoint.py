@@ -57,8 +57,11 @@ def test_name_map_uses_model_zoo_names(backbone):
     assert not [n for n in mapping if n.startswith(("MobilenetV2/Conv_1", "resnet_v1_50/logits"))]
 
 
-def write_tf1_checkpoint(prefix, arrays, optimizer_slots=()):
-    """A TF1 Saver checkpoint (graph mode) holding `arrays`, a global_step and Momentum slots."""
+def write_tf1_checkpoint(prefix, arrays, optimizer_slots=(), v1=False):
+    """A TF1 Saver checkpoint (graph mode) holding `arrays`, a global_step and Momentum slots.
+
+    v1=True writes the old single-file format of slim's 2016 ImageNet checkpoints (vgg_16.ckpt).
+    """
     graph = tf.Graph()
     with graph.as_default():
         for name, value in arrays.items():
@@ -66,10 +69,11 @@ def write_tf1_checkpoint(prefix, arrays, optimizer_slots=()):
         for name in optimizer_slots:
             tf.compat.v1.Variable(np.zeros_like(arrays[name]), name=name + "/Momentum")
         tf.compat.v1.train.get_or_create_global_step()
-        saver = tf.compat.v1.train.Saver()
+        version = tf.compat.v1.train.SaverDef.V1 if v1 else tf.compat.v1.train.SaverDef.V2
+        saver = tf.compat.v1.train.Saver(write_version=version)
         with tf.compat.v1.Session(graph=graph) as session:
             session.run(tf.compat.v1.global_variables_initializer())
-            return saver.save(session, str(prefix))
+            return saver.save(session, str(prefix), write_meta_graph=False, write_state=not v1)
 
 
 def _random_arrays(mapping, seed=0):
@@ -156,8 +160,160 @@ def test_imagenet_backbone_only_checkpoint(tmp_path, model_65):
     np.testing.assert_array_equal(np.asarray(mapping["aspp0/weights"]), head_before)
 
 
+def _one_line_error(call, *args, **kwargs):
+    with pytest.raises(CheckpointError) as error:
+        call(*args, **kwargs)
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
 def test_unreadable_checkpoint_names_the_path(tmp_path, model_65):
-    with pytest.raises(CheckpointError, match="nothing.ckpt: not a readable TF1 checkpoint"):
-        load_tf1_checkpoint(model_65, str(tmp_path / "nothing.ckpt"))
-    with pytest.raises(CheckpointError, match="expected one TF1 checkpoint"):
-        load_tf1_checkpoint(model_65, str(tmp_path))
+    missing = str(tmp_path / "nothing.ckpt")
+    assert _one_line_error(load_tf1_checkpoint, model_65, missing) == (
+        f"{missing}: not a readable TF1 checkpoint (no such file, directory or checkpoint prefix)")
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint\n")
+    message = _one_line_error(load_tf1_checkpoint, model_65, str(text))
+    assert message.startswith(f"{text}: not a readable TF1 checkpoint (")
+    assert message.count(str(text)) == 1  # TF's own copy of the path is dropped
+    keras_weights = str(tmp_path / "stage.weights.h5")
+    model_65.save_weights(keras_weights)
+    message = _one_line_error(load_tf1_checkpoint, model_65, keras_weights)
+    assert message.startswith(f"{keras_weights}: not a readable TF1 checkpoint (")
+    assert "load_segmenter" in message
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _one_line_error(load_tf1_checkpoint, model_65, str(empty)) == (f"{empty}: expected one "
+        "TF1 checkpoint in this directory (*.index or *.ckpt), found 0 (none)")
+
+
+def test_directory_with_two_checkpoints_and_tf2_checkpoints_are_refused(tmp_path, model_65):
+    arrays = {"MobilenetV2/Conv/weights": np.zeros((3, 3, 3, 32), np.float32)}
+    (tmp_path / "two").mkdir()
+    for name in ("a.ckpt", "b.ckpt"):
+        write_tf1_checkpoint(tmp_path / "two" / name, arrays, v1=True)
+    assert _one_line_error(load_tf1_checkpoint, model_65, str(tmp_path / "two")).endswith(
+        "found 2 (a.ckpt, b.ckpt)")
+    # A training run's ckpt/ (tf.train.Checkpoint) is not a TF1 Saver checkpoint.
+    tf2_checkpoint = tf.train.Checkpoint(v=tf.Variable(np.zeros(3, np.float32)))
+    tf2_prefix = tf2_checkpoint.save(str(tmp_path / "tf2" / "ckpt"))
+    message = _one_line_error(load_tf1_checkpoint, model_65, str(tmp_path / "tf2"))
+    assert message.startswith(f"{tf2_prefix}: a TF2 object-based checkpoint")
+
+
+def test_a_file_of_the_checkpoint_names_its_prefix(tmp_path, model_65):
+    mapping = tf1_variable_map(model_65)
+    prefix = write_tf1_checkpoint(tmp_path / "model.ckpt", _random_arrays(mapping, seed=7))
+    for path in (prefix + ".index", prefix + ".data-00000-of-00001"):
+        assert load_tf1_checkpoint(model_65, path)["checkpoint"] == prefix
+
+
+# --- Table 1's VGG16 rows and slim's ImageNet vgg_16.ckpt ---------------------------------------
+
+# slim nets/vgg.py vgg_16: slim.repeat(net, repeats, conv2d, filters, [3, 3], scope=block), then
+# fc6 (7x7, 4096) / fc7 (1x1, 4096) / fc8 (1x1, 1000) as convolutions; written out independently of
+# deeplab_face.models.vgg so that the map is checked against slim, not against itself.
+SLIM_VGG_16_BLOCKS = (("conv1", 2, 64), ("conv2", 2, 128), ("conv3", 3, 256), ("conv4", 3, 512),
+                      ("conv5", 3, 512))
+SLIM_FC = {"vgg_16/fc6/weights": (7, 7, 512, 4096), "vgg_16/fc6/biases": (4096,),
+           "vgg_16/fc7/weights": (1, 1, 4096, 4096), "vgg_16/fc7/biases": (4096,)}
+SLIM_FC8 = {"vgg_16/fc8/weights": (1, 1, 4096, 1000), "vgg_16/fc8/biases": (1000,)}
+SLIM_MEAN_RGB = np.array([123.68, 116.779, 103.939], np.float32)  # vgg_16/mean_rgb
+
+
+def slim_conv_shapes():
+    shapes, channels = {}, 3
+    for block, repeats, filters in SLIM_VGG_16_BLOCKS:
+        for unit in range(1, repeats + 1):
+            shapes[f"vgg_16/{block}/{block}_{unit}/weights"] = (3, 3, channels, filters)
+            shapes[f"vgg_16/{block}/{block}_{unit}/biases"] = (filters,)
+            channels = filters
+    return shapes
+
+
+@pytest.fixture(scope="module")
+def slim_conv_checkpoint(tmp_path_factory):
+    """slim's vgg_16.ckpt at real shapes (V1 single file) minus fc6/fc7 (~19M parameters).
+
+    Returns (path, {name: array}) for the conv1..conv5 arrays.
+    """
+    rng = np.random.default_rng(11)
+    convs = {n: (rng.normal(size=s) * 0.05).astype(np.float32)
+             for n, s in slim_conv_shapes().items()}
+    extra = {n: np.zeros(s, np.float32) for n, s in SLIM_FC8.items()}
+    extra["vgg_16/mean_rgb"] = SLIM_MEAN_RGB
+    path = write_tf1_checkpoint(tmp_path_factory.mktemp("slim") / "vgg_16.ckpt",
+                                {**convs, **extra}, v1=True)
+    return path, convs
+
+
+@pytest.fixture(scope="module")
+def fcn8s():
+    return build_segmenter("fcn8s_vgg16", 5, 65)
+
+
+def test_vgg_name_maps_are_slim_vgg_16(fcn8s):
+    conv_shapes = slim_conv_shapes()
+    assert sum(int(np.prod(s)) for s in conv_shapes.values()) == 14_714_688  # VGG16 conv1..conv5
+    fcn_map = {n: tuple(v.shape) for n, v in tf1_variable_map(fcn8s).items()
+               if n.startswith("vgg_16/")}
+    assert fcn_map == {**conv_shapes, **SLIM_FC}  # exactly slim's names and shapes, fc6/fc7 included
+    deeplab_v2 = build_segmenter("deeplab_v2_vgg16", 5, 65)
+    v2_map = {n: tuple(v.shape) for n, v in tf1_variable_map(deeplab_v2).items()}
+    assert {n: s for n, s in v2_map.items() if n.startswith("vgg_16/")} == conv_shapes
+    # ASPP-L's fc6_i / fc7_i live outside the slim scope and cannot take ImageNet's fc6/fc7.
+    assert v2_map["fc6_1/weights"] == (3, 3, 512, 1024) != SLIM_FC["vgg_16/fc6/weights"]
+    assert v2_map["fc7_4/weights"] == (1, 1, 1024, 1024) != SLIM_FC["vgg_16/fc7/weights"]
+
+
+def test_deeplab_v2_loads_slim_convs_and_skips_imagenet_fc(slim_conv_checkpoint):
+    path, convs = slim_conv_checkpoint
+    model = build_segmenter("deeplab_v2_vgg16", 5, 65)
+    mapping = tf1_variable_map(model)
+    fc6_before = np.asarray(mapping["fc6_1/weights"]).copy()
+    before = np.asarray(model(_frames()))
+    report = load_tf1_checkpoint(model, str(path))
+    assert report["loaded"] == 26 and report["head"] == "not loaded: backbone-only checkpoint"
+    assert report["skipped"] == sorted([*SLIM_FC8, "vgg_16/mean_rgb"])
+    assert "fc6_1/weights" in report["reinitialised"] and "fc8_4/biases" in report["reinitialised"]
+    assert "ASPP-L" in report["note"] and "[7, 7, 512, 4096]" in report["note"]
+    for name, value in convs.items():
+        np.testing.assert_array_equal(np.asarray(mapping[name]), value, err_msg=name)
+    np.testing.assert_array_equal(np.asarray(mapping["fc6_1/weights"]), fc6_before)
+    assert np.abs(np.asarray(model(_frames())) - before).max() > 1e-4
+
+
+def test_fcn8s_needs_fc6_fc7_and_lists_them(slim_conv_checkpoint, fcn8s):
+    """A user fine-tuning FCN-8s from slim's vgg_16.ckpt wants fc6/fc7 too: a conv-only
+    checkpoint is refused (naming exactly what is missing) instead of half-initialising FCN."""
+    path, _ = slim_conv_checkpoint
+    conv1_1 = tf1_variable_map(fcn8s)["vgg_16/conv1/conv1_1/weights"]
+    before = np.asarray(conv1_1).copy()
+    message = _one_line_error(load_tf1_checkpoint, fcn8s, str(path))
+    assert message.startswith(f"{path}: does not match the fcn8s_vgg16 model: 4 missing "
+                              "(vgg_16/fc6/biases, vgg_16/fc6/weights, vgg_16/fc7/biases, "
+                              "vgg_16/fc7/weights); FCN-8s loads")
+    assert "unexpected" not in message and "mean_rgb" not in message  # fc8, mean_rgb: skipped
+    np.testing.assert_array_equal(np.asarray(conv1_1), before)  # nothing half-loaded
+
+
+def test_fcn8s_loads_fc6_fc7_as_convolutions(slim_conv_checkpoint, tmp_path, monkeypatch):
+    """The full import, with fc6/fc7 narrowed to 64 channels so the checkpoint stays small."""
+    from deeplab_face.models import vgg
+    monkeypatch.setattr(vgg, "FCN_FC_FILTERS", 64)
+    model = build_segmenter("fcn8s_vgg16", 5, 65)
+    _, convs = slim_conv_checkpoint
+    rng = np.random.default_rng(12)
+    narrow = {"vgg_16/fc6/weights": (7, 7, 512, 64), "vgg_16/fc6/biases": (64,),
+              "vgg_16/fc7/weights": (1, 1, 64, 64), "vgg_16/fc7/biases": (64,)}
+    fc = {n: rng.normal(size=s).astype(np.float32) for n, s in narrow.items()}
+    extra = {"vgg_16/fc8/weights": np.zeros((1, 1, 64, 1000), np.float32),
+             "vgg_16/mean_rgb": SLIM_MEAN_RGB}
+    prefix = write_tf1_checkpoint(tmp_path / "vgg_16_narrow.ckpt", {**convs, **fc, **extra})
+    report = load_tf1_checkpoint(model, prefix)
+    assert report["loaded"] == 30 and report["skipped"] == ["vgg_16/fc8/weights", "vgg_16/mean_rgb"]
+    assert "score_fr/weights" in report["reinitialised"] and "fc8" in report["note"]
+    mapping = tf1_variable_map(model)
+    for name, value in {**convs, **fc}.items():
+        np.testing.assert_array_equal(np.asarray(mapping[name]), value, err_msg=name)
