@@ -32,10 +32,17 @@ def _row(batch, j):
 class VideoCache:
     """Key results per frame and non-key results per (k, i) pair for one video.
 
+    Memory: frames are whatever `images` / `labels` hold: numpy arrays (everything resident), or
+    the lazy views of a `rl_scheduler.frames.LazyVideoFrames` (at most its `max_frames_in_memory`
+    decoded frames). Besides, at most `feature_capacity` key feature maps, one (S, S) mask per
+    frame for the key path, and `pair_capacity` pair entries (each holds the kept Conv6 taps:
+    9x9x384 float32 = 124 KB at S = 513, plus a mask if `keep_masks`).
+
     Args:
       dff: a `flownet2s.dff.DeepFeatureFlow` (`key`, `propagate`).
-      images: uint8 (T, S, S, 3) RGB frames.
-      labels: uint8 (T, S, S) ground truth (255 = ignore), or None (Eq. 2 only).
+      images: uint8 (T, S, S, 3) RGB frames, or an array-like with `len` and integer-array
+        indexing (`LazyVideoFrames.images`).
+      labels: uint8 (T, S, S) ground truth (255 = ignore), its lazy view, or None (Eq. 2 only).
       num_classes: classes of N.
       batch_size: frames per compiled call (a short batch is padded to a power of two, so a
         few compiled shapes serve every call).
@@ -44,10 +51,13 @@ class VideoCache:
       keep_taps: which of conv6 / conv6_1 pair entries keep (the other holds None).
       pair_capacity: most pair entries kept (least recently used go first and are recomputed
         when asked for again); None = unbounded.
+      key_mask_capacity: with keep_masks False, most key-path masks kept for the agreement of
+        new pairs (least recently used go first; N runs again on a miss); None = one per frame.
     """
 
     def __init__(self, dff, images, labels, num_classes=5, batch_size=8, feature_capacity=64,
-                 keep_masks=True, ignore_label=255, keep_taps=("conv6", "conv6_1"), pair_capacity=None):
+                 keep_masks=True, ignore_label=255, keep_taps=("conv6", "conv6_1"), pair_capacity=None,
+                 key_mask_capacity=None):
         self.dff = dff
         self.images = images
         self.labels = labels
@@ -57,7 +67,9 @@ class VideoCache:
         self.keep_masks = keep_masks
         self.ignore_label = ignore_label
         self._keys = {}
-        self._key_masks = {}      # needed for agreement even when keep_masks is False
+        self._key_masks = collections.OrderedDict()   # for the agreement even when keep_masks is False
+        self.key_mask_capacity = None if keep_masks or key_mask_capacity is None \
+            else max(int(key_mask_capacity), self.batch_size)
         self._pairs = collections.OrderedDict()
         self.keep_taps = tuple(keep_taps)
         self.pair_capacity = None if pair_capacity is None else max(int(pair_capacity), 4 * self.batch_size)
@@ -94,20 +106,20 @@ class VideoCache:
 
     def prefetch_keys(self, indices):
         """Run N on every frame of `indices` not cached yet, in batches."""
-        missing = sorted({int(i) for i in indices} - set(self._keys))
+        missing = sorted({int(i) for i in indices if int(i) not in self._keys})
         for chunk in self._chunks(missing):
             out = self.dff.key(self._frames(chunk))
             features, probs = _numpy(out["features"]), _numpy(out["probs"])
             for j, i in enumerate(chunk):
                 mask = np.argmax(probs[j], axis=-1).astype(np.uint8)
-                self._key_masks[i] = mask
+                self._remember_mask(i, mask)
                 self._keys[i] = KeyEntry(mask if self.keep_masks else None, *self._score(mask, i))
                 self._remember_features(i, features[j])
             self.key_computations += len(chunk)
 
     def prefetch_pairs(self, pairs):
         """Compute every missing (k, i) pair, grouped by key frame, in batches."""
-        missing = sorted({(int(k), int(i)) for k, i in pairs} - set(self._pairs))
+        missing = sorted({(int(k), int(i)) for k, i in pairs if (int(k), int(i)) not in self._pairs})
         if not missing:
             return
         from flownet2s.dff import mean_flow_magnitude  # the one definition of the flow-magnitude score
@@ -115,12 +127,13 @@ class VideoCache:
         # U^{a1} and the agreement target for i; N's result on k too (it was, or will be, a key).
         self.prefetch_keys([i for _, i in missing] + [k for k, _ in missing])
         for chunk in self._chunks(missing):
+            self._ensure_key_masks([i for _, i in chunk])
             key_ids = [k for k, _ in chunk]
             self._ensure_features(key_ids)
             key_features = np.stack([self._features[k] for k in key_ids])
             key_features = self._pad(key_features)
             out = self.dff.propagate(self._frames(key_ids), key_features, self._frames([i for _, i in chunk]))
-            probs = _numpy(out["probs"])
+            masks = np.argmax(_numpy(out["probs"]), axis=-1).astype(np.uint8)  # one call per batch
             conv6 = _numpy(out["conv6"]) if "conv6" in self.keep_taps else None
             conv6_1 = _numpy(out["conv6_1"]) if "conv6_1" in self.keep_taps else None
             magnitudes = _numpy(mean_flow_magnitude(out["flow"])).reshape(-1)
@@ -132,10 +145,11 @@ class VideoCache:
                     self._store((k, i), PairEntry(entry.mask, entry.confusion, entry.miou, _row(conv6, j),
                                                   _row(conv6_1, j), magnitude, 1.0, 1.0))
                     continue
-                mask = np.argmax(probs[j], axis=-1).astype(np.uint8)
+                mask = masks[j]
                 confusion, miou = self._score(mask, i)
                 self._store((k, i), PairEntry(
-                    mask if self.keep_masks else None, confusion, miou, _row(conv6, j), _row(conv6_1, j),
+                    mask.copy() if self.keep_masks else None, confusion, miou, _row(conv6, j),
+                    _row(conv6_1, j),
                     magnitude, rewards.pixel_accuracy(mask, key_mask),
                     rewards.mean_iou(rewards.confusion_matrix(mask, key_mask, self.num_classes))))
             self.pair_computations += len(chunk)
@@ -177,6 +191,27 @@ class VideoCache:
         while len(self._features) > self.feature_capacity:
             self._features.popitem(last=False)
 
+    def _remember_mask(self, i, mask):
+        self._key_masks[i] = mask
+        if self.key_mask_capacity is not None:
+            self._key_masks.move_to_end(i)
+            while len(self._key_masks) > self.key_mask_capacity:
+                self._key_masks.popitem(last=False)
+
+    def _ensure_key_masks(self, indices):
+        """Key-path masks of `indices` (evicted ones recomputed by N)."""
+        missing = sorted({i for i in indices if i not in self._key_masks})
+        for chunk in self._chunks(missing):
+            out = self.dff.key(self._frames(chunk))
+            features, masks = _numpy(out["features"]), np.argmax(_numpy(out["probs"]), axis=-1)
+            for j, i in enumerate(chunk):
+                self._remember_mask(i, masks[j].astype(np.uint8))
+                self._remember_features(i, features[j])
+            self.key_computations += len(chunk)
+        if self.key_mask_capacity is not None:
+            for i in indices:
+                self._key_masks.move_to_end(i)
+
     def _ensure_features(self, key_ids):
         for k in key_ids:
             if k in self._features:
@@ -198,14 +233,29 @@ def load_dff(segmenter_dir, flownet_dir, **dff_options):
     return DeepFeatureFlow(load_segmenter(segmenter_dir), load_flownet(flownet_dir), **dff_options)
 
 
-def load_video_caches(dff, prepared_dir, video_ids, num_classes=None, **cache_options):
-    """One VideoCache per prepared video (frames and labels read once, numpy)."""
+def load_video_caches(dff, prepared_dir, video_ids, num_classes=None, max_frames_in_memory=None,
+                      block_frames=None, **cache_options):
+    """One VideoCache per prepared video.
+
+    max_frames_in_memory: None reads every frame and label into numpy at once (the eager path:
+      T x (S*S*4) bytes per video, ~78 GB for 300VW set B at 513 px). A number makes the frames
+      lazy (`rl_scheduler.frames.LazyVideoFrames`): decoded in blocks of `block_frames` when an
+      episode touches them, at most this many decoded frames over ALL the videos (split evenly,
+      one block per video at least; a 513 px frame with its label takes 1.05 MB).
+    """
     from deeplab_face.data.pipelines import load_video
+    from rl_scheduler.frames import DEFAULT_BLOCK_FRAMES, LazyVideoFrames
 
     if num_classes is None:
         num_classes = int(dff.segmenter.output_shape[-1]) if hasattr(dff, "segmenter") else 5
+    video_ids = list(video_ids)
     caches = []
     for video_id in video_ids:
-        images, labels = load_video(prepared_dir, video_id)
+        if max_frames_in_memory is None:
+            images, labels = load_video(prepared_dir, video_id)
+        else:
+            frames = LazyVideoFrames(prepared_dir, video_id, block_frames or DEFAULT_BLOCK_FRAMES,
+                                     int(max_frames_in_memory) // len(video_ids))
+            images, labels = frames.images, frames.labels
         caches.append(VideoCache(dff, images, labels, num_classes=num_classes, **cache_options))
     return caches

@@ -16,6 +16,8 @@ TAU = 0.5                        # key threshold on P(key) during training
 LEARNING_RATE = 1e-3             # RMSProp
 EPISODES_PER_UPDATE = 8          # mini-batch of 8 episodes
 EPISODES = 2400                  # episodes per model
+# Not from the paper: decoded training frames kept in memory over all videos (4.3 GB at 513 px)
+MAX_FRAMES_IN_MEMORY = 4096
 KAR_LIMITS = (0.04, 0.06, 0.14)  # limits eta shown in the paper
 DEFAULT_KAR_LIMIT = 0.06
 

@@ -13,6 +13,8 @@ rewards are numpy arrays over the trials.
   (`stop_check="before"`, default: the key that crossed eta keeps its reward);
   with `"after"` the crossing key ends the trial at once and earns nothing.
 - Rewards: Eq. 1 or Eq. 2 (`rl_scheduler.rewards`).
+- A step whose pairs are not all cached fills its compiled batch with the next
+  frames of the held keys (`lookahead`): the values are the same, calls are fewer.
 """
 import dataclasses
 
@@ -83,7 +85,7 @@ class KeyEnvironment:
                  stop_check=config.DEFAULT_OPTIONS["stop_check"],
                  deviation_tap=config.DEFAULT_OPTIONS["deviation_tap"],
                  reward_units=config.DEFAULT_OPTIONS["reward_units"],
-                 pseudo_acc=config.DEFAULT_OPTIONS["pseudo_acc"]):
+                 pseudo_acc=config.DEFAULT_OPTIONS["pseudo_acc"], lookahead=8):
         if not caches:
             raise ValueError("KeyEnvironment needs at least one video cache")
         config.check_choice("reward", reward)
@@ -103,6 +105,7 @@ class KeyEnvironment:
         self.deviation_tap = deviation_tap
         self.reward_units = reward_units
         self.pseudo_acc = pseudo_acc
+        self.lookahead = int(lookahead)   # frames ahead a short pair batch may be filled from (0: off)
 
     # -- episodes ----------------------------------------------------------------
     def sample_start(self, rng):
@@ -148,14 +151,16 @@ class KeyEnvironment:
                 running &= ~history.exceeds(self.kar_limit)   # §4: stop before acting
             if not running.any():
                 break
-            cache.prefetch_pairs({(int(k), int(i)) for k in last_key[running]})
-            pairs = [cache.pair(k, i) if run else None for k, run in zip(last_key, running)]
+            held_keys, holders = np.unique(last_key[running], return_counts=True)
+            cache.prefetch_pairs(self._step_pairs(cache, held_keys, holders, int(i), start + length))
+            # one lookup per distinct key frame; trials holding the same key share its entry
+            entries = {int(k): cache.pair(int(k), int(i)) for k in held_keys}
+            pairs = [entries[int(k)] if run else None for k, run in zip(last_key, running)]
             if dev_shape is None:
-                dev_shape = getattr(next(p for p in pairs if p is not None), self.deviation_tap).shape[1:]
+                dev_shape = getattr(next(iter(entries.values())), self.deviation_tap).shape[1:]
             deviation = np.zeros((trials,) + dev_shape, np.float32)  # stopped trials: zeros, ignored
-            for j, p in enumerate(pairs):
-                if p is not None:
-                    deviation[j] = getattr(p, self.deviation_tap)[0]
+            for k, entry in entries.items():
+                deviation[running & (last_key == k)] = getattr(entry, self.deviation_tap)[0]
             expert = history.expert()
             key_prob = np.asarray(policy_fn(deviation, expert), np.float32).reshape(trials)
             actions = np.asarray(select_fn(key_prob, rng), bool) & running
@@ -174,6 +179,30 @@ class KeyEnvironment:
                 running &= ~crossed
             episode.rewards[t] = step_rewards
         return episode
+
+    def _step_pairs(self, cache, held_keys, holders, i, end):
+        """The step's (k, i) pairs; where some must be computed and the cache batches
+        (`batch_size`, `has_pair`), the batch is filled with the next frames of the keys most
+        trials hold (k, i+1), (k, i+2), ...: most trials do not key, so they are needed next,
+        and a full batch costs about what a short one does (a call's fixed cost dominates)."""
+        needed = [(int(k), i) for k in held_keys]
+        has_pair = getattr(cache, "has_pair", None)
+        batch = int(getattr(cache, "batch_size", 0) or 0) if self.lookahead else 0
+        if has_pair is None or batch <= 1:
+            return needed
+        missing = [p for p in needed if not has_pair(*p)]
+        if not missing:
+            return needed
+        room = -len(missing) % batch
+        order = [int(k) for k in held_keys[np.argsort(-holders, kind="stable")]]
+        extra = []
+        for ahead in range(i + 1, min(i + 1 + self.lookahead, end)):
+            for k in order:
+                if len(extra) >= room:
+                    return needed + extra
+                if not has_pair(k, ahead):
+                    extra.append((k, ahead))
+        return needed + extra
 
     def deviation_features(self, episode, steps, trials):
         """The tap features of the states (steps[n], trials[n]) of `episode`, (n, h, w, c)."""

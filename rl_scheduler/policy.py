@@ -53,3 +53,32 @@ def expert_weights(policy):
     kernel = np.asarray(keras.ops.convert_to_numpy(policy.get_layer("fc3").kernel))
     kar_row, lkd_row = kernel[-2], kernel[-1]   # the concat appends KAR, then LKD
     return float(kar_row[1] - kar_row[0]), float(lkd_row[1] - lkd_row[0])
+
+
+def compiled_forward(model):
+    """`fn(*inputs) -> numpy` of `model(inputs, training=False)`, compiled once per model.
+
+    Under the TensorFlow backend this is a `tf.function` (traced once per input shape and
+    reading the model's variables, so later weight updates are seen); elsewhere the plain call.
+    Measured on the 2-core CPU, policy at batch 1 (9x9x384 tap): eager 6.0 ms, tf.function
+    2.5 ms, XLA (jit_compile) 2.3 ms, predict_on_batch 2.6 ms; at batch 32 XLA is slower
+    (15 ms vs 11 ms), so no XLA.
+    """
+    cached = getattr(model, "_compiled_forward", None)
+    if cached is not None:   # schedulers sharing a model share its trace
+        return cached
+
+    def call(*inputs):
+        return model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf  # lazily: this module stays backend-neutral
+        graph = tf.function(call, reduce_retracing=True)
+
+        def forward(*inputs):
+            return graph(*inputs).numpy()
+    else:
+        def forward(*inputs):
+            return np.asarray(keras.ops.convert_to_numpy(call(*inputs)))
+    object.__setattr__(model, "_compiled_forward", forward)  # bypass Keras attribute tracking
+    return forward

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from rl_scheduler import config
 from rl_scheduler.environment import sampled_actions, threshold_actions
-from rl_scheduler.policy import expert_weights
+from rl_scheduler.policy import compiled_forward, expert_weights
 
 _LOG_EPS = 1e-8
 
@@ -73,16 +73,13 @@ class Reinforce:
         self.tau = float(tau)
         self.max_chunk = int(max_chunk)
         self.optimizer = optimizer or keras.optimizers.RMSprop(learning_rate)
-        self._key_prob = tf.function(self._key_prob_graph, reduce_retracing=True)
+        self._forward = compiled_forward(policy)   # the schedulers' compiled forward, shared
         self._chunk_gradients = tf.function(self._chunk_gradients_graph, reduce_retracing=True)
 
     # -- acting ------------------------------------------------------------------
-    def _key_prob_graph(self, deviation, expert):
-        return self.policy([deviation, expert], training=False)[:, 1]
-
     def policy_fn(self, deviation, expert):
-        """P(key) (M,) numpy for a batch of states."""
-        return self._key_prob(tf.convert_to_tensor(deviation), tf.convert_to_tensor(expert)).numpy()
+        """P(key) (M,) numpy for a batch of states (compiled forward)."""
+        return self._forward(deviation, expert)[:, 1]
 
     def collect(self, rng, episodes):
         """`episodes` sampled episodes (ε-greedy actions), each M trials as one batch."""

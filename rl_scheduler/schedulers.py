@@ -9,12 +9,12 @@ All share the `KeyScheduler` interface (docs/interfaces.md):
 mean |flow| from the last key in feature-grid pixels), frame_index (0-based).
 Every scheduler keeps its KAR / LKD in `rl_scheduler.history.DecisionHistory`.
 """
-import keras
 import numpy as np
 
 from deeplab_face.errors import ConfigError
 from rl_scheduler import config
 from rl_scheduler.history import DecisionHistory
+from rl_scheduler.policy import compiled_forward
 
 
 class KeyScheduler:
@@ -69,11 +69,11 @@ class PolicyScheduler(KeyScheduler):
         # load_policy() tags the model with the tap it was trained on
         tap = deviation_tap or getattr(policy, "deviation_tap", config.DEFAULT_OPTIONS["deviation_tap"])
         self.deviation_tap = config.check_choice("deviation_tap", tap)
+        self._forward = compiled_forward(policy)   # one trace per model, shared by schedulers
 
     def score(self, observation):
         deviation = np.asarray(observation[self.deviation_tap], np.float32)
-        probs = self.policy([deviation, self.history.expert()], training=False)
-        return float(np.asarray(keras.ops.convert_to_numpy(probs))[0, 1])
+        return float(self._forward(deviation, self.history.expert())[0, 1])
 
     def is_key(self, score):
         return score > self.threshold
@@ -89,10 +89,11 @@ class DVSNetScheduler(KeyScheduler):
         self.network = network
         tap = deviation_tap or getattr(network, "deviation_tap", "conv6_1")  # DVSNet uses conv6_1
         self.deviation_tap = config.check_choice("deviation_tap", tap)
+        self._forward = compiled_forward(network)
 
     def score(self, observation):
         deviation = np.asarray(observation[self.deviation_tap], np.float32)
-        return float(np.asarray(keras.ops.convert_to_numpy(self.network(deviation, training=False)))[0, 0])
+        return float(self._forward(deviation)[0, 0])
 
     def is_key(self, score):
         return score < self.threshold

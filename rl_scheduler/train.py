@@ -7,8 +7,8 @@ deterministically (key iff P(key) > tau) on fixed validation episodes and the be
 weights are kept; `final.weights.h5` is the best validated policy.
 
 Writes `<root>/tensorboard` (mean return, key ratio, entropy, KAR / LKD weights,
-validation return), `<root>/ckpt` (resumable), `history.json` (one row per
-update, for Fig. 3), `best.weights.h5`, and finally `config.json`,
+validation return; flushed every update), `<root>/ckpt` (resumable), `history.json` (one row per
+update, rewritten after each, for Fig. 3), `best.weights.h5`, and finally `config.json`,
 `final.weights.h5`, `DONE`.
 """
 import json
@@ -95,14 +95,17 @@ def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KA
                 best_return.assign(val["mean_return"])
                 policy.save_weights(best_path)
         history.append(stats)
+        # every update: the curve survives an interruption (a resume truncates it to the checkpoint
+        # and appends from there, so rows always match the restored policy)
+        write_json(history_path, history)
         with writer.as_default(step=update + 1):
             for name, value in stats.items():
                 if name not in ("update", "episodes"):
                     scalar_summary(name, value, update + 1)
+        writer.flush()
         step.assign_add(1)
         if int(step.numpy()) % checkpoint_every == 0 or int(step.numpy()) == updates:
             manager.save(checkpoint_number=int(step.numpy()))
-            write_json(history_path, history)
         bar.update(int(step.numpy()), [("return", stats["mean_return"]), ("key_ratio", stats["key_ratio"]),
                                        ("entropy", stats["entropy"])]
                    + ([("val_return", stats["val_return"])] if "val_return" in stats else []))
@@ -126,14 +129,17 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, flownet_dir, train_videos,
                episode_length=config.EPISODE_LENGTH_300VW, trials=config.TRIALS,
                episodes_per_update=config.EPISODES_PER_UPDATE, learning_rate=config.LEARNING_RATE,
                entropy_coef=config.ENTROPY_COEF, gamma=config.GAMMA, seed=0, checkpoint_every=10,
-               flow_resolution="full", cache_batch_size=8, pair_cache_capacity=200_000, **options):
+               flow_resolution="full", cache_batch_size=8, pair_cache_capacity=16_384,
+               max_frames_in_memory=config.MAX_FRAMES_IN_MEMORY, **options):
     """The stage function (docs/interfaces.md): frozen N and F, one cache per video, REINFORCE."""
     if not train_videos:
         raise ConfigError("--train_videos: at least one scheduler-training video is needed")
     dff = load_dff(segmenter_dir, flownet_dir, flow_resolution=flow_resolution)
     tap = options.get("deviation_tap", D["deviation_tap"])
     cache_options = dict(batch_size=cache_batch_size, keep_masks=False, keep_taps=(tap,),
-                         pair_capacity=pair_cache_capacity)  # per video
+                         pair_capacity=pair_cache_capacity,   # per video
+                         key_mask_capacity=4 * episode_length)  # an episode's window, with room
+    cache_options["max_frames_in_memory"] = max_frames_in_memory   # lazy frames; None: all in memory
     train_caches = load_video_caches(dff, prepared_dir, [str(v) for v in train_videos], **cache_options)
     val_caches = load_video_caches(dff, prepared_dir, [str(v) for v in val_videos or ()], **cache_options)
     result = train_policy(root_dir, train_caches, val_caches, kar_limit=kar_limit, reward=reward,
@@ -211,7 +217,12 @@ def define_flags():
     flags.DEFINE_float("tau", D["tau"], "Key threshold on P(key) for validation rollouts.")
     flags.DEFINE_enum("flow_resolution", "full", ["full", "half"], "Flow-net input resolution.")
     flags.DEFINE_integer("cache_batch_size", 8, "Frames per compiled call when filling the caches.")
-    flags.DEFINE_integer("pair_cache_capacity", 200_000, "Most (key, current) pair results kept per video.")
+    flags.DEFINE_integer("pair_cache_capacity", 16_384,
+                         "Most (key, current) pair results kept per video (each holds the policy's "
+                         "Conv6 tap: 124 KB at 513 px, so 16,384 entries are about 2 GB a video).")
+    flags.DEFINE_integer("max_frames_in_memory", config.MAX_FRAMES_IN_MEMORY,
+                         "Decoded frames kept in memory over all videos (frames are read lazily "
+                         "in blocks; 1.05 MB each at 513 px); 0: load every frame at once.")
 
 
 def main(argv):
@@ -230,6 +241,7 @@ def main(argv):
         entropy_coef=FLAGS.entropy_coef, gamma=FLAGS.gamma, seed=FLAGS.seed,
         checkpoint_every=FLAGS.checkpoint_every, flow_resolution=FLAGS.flow_resolution,
         cache_batch_size=FLAGS.cache_batch_size, pair_cache_capacity=FLAGS.pair_cache_capacity,
+        max_frames_in_memory=FLAGS.max_frames_in_memory or None,
         validate_every=FLAGS.validate_every,
         validation_episodes=FLAGS.validation_episodes, window=FLAGS.window, activation=FLAGS.activation,
         deviation_tap=FLAGS.deviation_tap, deviation_size=size, kar_prefill=FLAGS.kar_prefill,

@@ -131,13 +131,14 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, flownet_dir, train_videos,
                batch_size=config.DVSNET_BATCH_SIZE,
                learning_rate=config.DVSNET_LEARNING_RATE, seed=0, pairs_per_video=1000,
                val_pairs_per_video=500, deviation_size=None, flow_resolution="full", cache_batch_size=8,
-               verbose=1):
+               max_frames_in_memory=config.MAX_FRAMES_IN_MEMORY, verbose=1):
     """The stage function (docs/interfaces.md). Without val_videos, 10% of the training pairs validate."""
     if not train_videos:
         raise ConfigError("--train_videos: at least one video is needed")
     rng = np.random.default_rng(seed)
     dff = load_dff(segmenter_dir, flownet_dir, flow_resolution=flow_resolution)
-    options = dict(batch_size=cache_batch_size, keep_masks=False, keep_taps=("conv6_1",))
+    options = dict(batch_size=cache_batch_size, keep_masks=False, keep_taps=("conv6_1",),
+                   max_frames_in_memory=max_frames_in_memory)   # lazy frames; None: all in memory
     train_caches = load_video_caches(dff, prepared_dir, [str(v) for v in train_videos], **options)
     train_data = pair_dataset(train_caches, max_gap, pairs_per_video, rng)
     if val_videos:
@@ -179,6 +180,9 @@ def define_flags():
                       "Resize conv6_1 to h,w first (DVSNet regions: 4,8; empty: native).")
     flags.DEFINE_enum("flow_resolution", "full", ["full", "half"], "Flow-net input resolution.")
     flags.DEFINE_integer("cache_batch_size", 8, "Frames per compiled call when filling the caches.")
+    flags.DEFINE_integer("max_frames_in_memory", config.MAX_FRAMES_IN_MEMORY,
+                         "Decoded frames kept in memory over all videos (read lazily in blocks); "
+                         "0: load every frame at once.")
 
 
 def main(argv):
@@ -194,7 +198,8 @@ def main(argv):
         FLAGS.val_videos, max_gap=FLAGS.max_gap, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
         learning_rate=FLAGS.learning_rate, seed=FLAGS.seed, pairs_per_video=FLAGS.pairs_per_video or None,
         val_pairs_per_video=FLAGS.val_pairs_per_video or None, deviation_size=size,
-        flow_resolution=FLAGS.flow_resolution, cache_batch_size=FLAGS.cache_batch_size)
+        flow_resolution=FLAGS.flow_resolution, cache_batch_size=FLAGS.cache_batch_size,
+        max_frames_in_memory=FLAGS.max_frames_in_memory or None)
     print(json.dumps(result, indent=1))
 
 

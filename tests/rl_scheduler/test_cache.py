@@ -48,7 +48,7 @@ def test_cache_equals_recompute(dff, video):
         prop = dff.propagate(frames[k:k + 1], key_k["features"], frames[i:i + 1])
         mask = key_mask if k == i else np.argmax(np.asarray(prop["probs"])[0], -1)
         entry = cache.pair(k, i)
-        assert np.mean(entry.mask == mask) > 0.999          # batch 4 vs batch 1 float noise
+        assert np.mean(entry.mask == mask) > 0.995          # batch 4 vs batch 1 float noise (argmax ties)
         np.testing.assert_allclose(entry.conv6, np.asarray(prop["conv6"]), rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(entry.conv6_1, np.asarray(prop["conv6_1"]), rtol=1e-4, atol=1e-4)
         flow = np.asarray(prop["flow"])[0]
@@ -68,15 +68,23 @@ def test_cache_equals_recompute(dff, video):
 def test_environment_on_the_real_cache(dff, video):
     images, labels = video
     cache = VideoCache(dff, images, labels, num_classes=5, batch_size=4)
-    env = KeyEnvironment([cache], episode_length=8, trials=4, kar_limit=1.0, window=10)
+    env = KeyEnvironment([cache], episode_length=8, trials=4, kar_limit=1.0, window=10, lookahead=0)
     assert env.deviation_shape() == (1, 1, 384)
-    ep = env.rollout(lambda d, e: np.full(len(e), 0.5, np.float32), sampled_actions(), 0, 1,
-                     np.random.default_rng(0))
+    half = lambda d, e: np.full(len(e), 0.5, np.float32)  # noqa: E731
+    ep = env.rollout(half, sampled_actions(), 0, 1, np.random.default_rng(0))
     for t, j in zip(*np.nonzero(ep.actions)):
         i, k = ep.frames[t], ep.key_frames[t, j]
         assert ep.rewards[t, j] == pytest.approx(cache.key(i).miou - cache.pair(k, i).miou)
     distinct = {(int(ep.key_frames[t, j]), int(ep.frames[t])) for t, j in zip(*np.nonzero(ep.active))}
     assert cache.pair_computations == len(distinct | {(0, 1)})   # (0, 1): deviation_shape()'s probe
+    # filling short batches with look-ahead pairs: same episode, every needed pair, none twice
+    ahead_cache = VideoCache(dff, images, labels, num_classes=5, batch_size=4)
+    ahead = KeyEnvironment([ahead_cache], episode_length=8, trials=4, kar_limit=1.0, window=10)
+    ep2 = ahead.rollout(half, sampled_actions(), 0, 1, np.random.default_rng(0))
+    np.testing.assert_array_equal(ep2.actions, ep.actions)
+    np.testing.assert_allclose(ep2.rewards, ep.rewards, atol=2e-3)   # batch-composition float noise
+    assert distinct <= set(ahead_cache._pairs)
+    assert ahead_cache.pair_computations == len(ahead_cache._pairs) >= len(distinct)
 
 
 def test_bounded_cache_recomputes_evicted_pairs(dff, video):
@@ -90,3 +98,68 @@ def test_bounded_cache_recomputes_evicted_pairs(dff, video):
     assert cache.pair_computations == 7
     np.testing.assert_allclose(first.conv6_1, cache.pair(0, 1).conv6_1)
     assert cache.pair_computations == 7
+
+
+def _write_prepared(prepared_dir, video_id, images, labels):
+    from deeplab_face.data.tfrecords import encode_example, write_examples, write_manifest
+
+    examples = [encode_example(im, lb, video_id, t + 1, np.zeros((68, 2), np.float32))
+                for t, (im, lb) in enumerate(zip(images, labels))]
+    write_examples(prepared_dir / f"{video_id}.tfrecord", examples)
+    entry = {"frames": len(images), "file": f"{video_id}.tfrecord"}
+    write_manifest(prepared_dir, {"size": images.shape[1], "videos": {video_id: entry}})
+
+
+def test_lazy_frames_match_the_eager_path_with_bounded_memory(dff, video, tmp_path):
+    from deeplab_face.data.pipelines import load_video
+    from rl_scheduler.cache import load_video_caches
+    from rl_scheduler.frames import LazyVideoFrames
+
+    images, labels = video
+    _write_prepared(tmp_path, "v1", images, labels)
+    eager_images, eager_labels = load_video(tmp_path, "v1")
+    np.testing.assert_array_equal(eager_images, images)             # PNG round trip is lossless
+    lazy = LazyVideoFrames(tmp_path, "v1", block_frames=3, max_frames_in_memory=4)
+    assert len(lazy.images) == 10 and lazy.resident_frames == 0     # nothing read yet
+    assert lazy.images.shape == images.shape
+    order = np.array([9, 0, 4, 8, 1, 5, 5, 2])
+    np.testing.assert_array_equal(lazy.images[order], images[order])
+    np.testing.assert_array_equal(lazy.labels[7], labels[7])
+    np.testing.assert_array_equal(lazy.images[2:6], images[2:6])
+    assert lazy.peak_resident_frames <= 4 and lazy.resident_frames <= 4 and lazy.reads > 4  # evicted, re-read
+    # the same cache entries, computed from lazily read frames; the environment sees no difference
+    eager = VideoCache(dff, images, labels, num_classes=5, batch_size=4)
+    (lazy_cache,) = load_video_caches(dff, tmp_path, ["v1"], num_classes=5, batch_size=4,
+                                      max_frames_in_memory=4, block_frames=2)
+    pairs = [(0, 3), (2, 5), (1, 7), (6, 9)]
+    for cache in (eager, lazy_cache):
+        cache.prefetch_pairs(pairs)
+    for k, i in pairs:
+        a, b = eager.pair(k, i), lazy_cache.pair(k, i)
+        np.testing.assert_array_equal(a.mask, b.mask)
+        np.testing.assert_array_equal(a.confusion, b.confusion)
+        np.testing.assert_allclose(a.conv6, b.conv6, rtol=1e-6, atol=1e-6)
+        assert (a.miou, a.agreement) == (b.miou, b.agreement)
+        np.testing.assert_array_equal(eager.key(i).mask, lazy_cache.key(i).mask)
+    episodes = [KeyEnvironment([c], episode_length=8, trials=4, kar_limit=1.0, window=10).rollout(
+        lambda d, e: np.full(len(e), 0.3, np.float32), sampled_actions(), 0, 2, np.random.default_rng(3))
+        for c in (eager, lazy_cache)]
+    np.testing.assert_array_equal(episodes[0].rewards, episodes[1].rewards)
+    frames = lazy_cache.images.source
+    assert frames.max_frames_in_memory == 4 and frames.peak_resident_frames <= 4
+
+
+def test_bounded_key_masks_give_the_same_agreement(dff, video):
+    images, labels = video
+    full = VideoCache(dff, images, labels, num_classes=5, batch_size=2)
+    bounded = VideoCache(dff, images, labels, num_classes=5, batch_size=2, keep_masks=False,
+                         key_mask_capacity=2)
+    bounded.prefetch_keys(range(10))                     # every mask once; most are evicted
+    assert len(bounded._key_masks) == 2
+    pairs = [(0, 2), (1, 4), (3, 8), (2, 9)]
+    for cache in (full, bounded):
+        cache.prefetch_pairs(pairs)
+    for k, i in pairs:
+        assert bounded.pair(k, i).agreement == pytest.approx(full.pair(k, i).agreement, abs=2e-3)
+        assert bounded.pair(k, i).mask is None
+    assert len(bounded._key_masks) <= 2 and bounded.key_computations > 10   # evicted masks recomputed

@@ -76,3 +76,20 @@ def test_rl_keys_when_key_probability_exceeds_threshold():
 def test_unknown_scheduler_is_a_config_error():
     with pytest.raises(ConfigError, match="scheduler"):
         make_scheduler("oracle")
+
+
+def test_compiled_scores_equal_the_model_and_follow_weight_updates():
+    policy = build_policy((2, 2, 8))
+    network = build_decision_network((2, 2, 8))
+    rl = make_scheduler("rl", policy=policy, deviation_tap="conv6")
+    again = make_scheduler("rl", policy=policy, deviation_tap="conv6")
+    assert again._forward is rl._forward                      # one compiled forward per model
+    obs = dict(_obs(1), conv6=np.random.default_rng(0).normal(size=(1, 2, 2, 8)).astype(np.float32))
+    policy.get_layer("fc3").bias.assign(np.array([0.0, -5.0], np.float32))
+    expected = np.asarray(policy([obs["conv6"], rl.history.expert()], training=False))[0, 1]
+    assert rl.score(obs) == pytest.approx(float(expected), abs=1e-6)
+    policy.get_layer("fc3").bias.assign(np.array([0.0, 5.0], np.float32))   # trained further
+    assert rl.score(obs) > 0.5 > expected                    # the compiled call reads the variables
+    dvsnet = make_scheduler("dvsnet", network=network)
+    expected = np.asarray(network(obs["conv6_1"], training=False))[0, 0]
+    assert dvsnet.score(obs) == pytest.approx(float(expected), rel=1e-5)

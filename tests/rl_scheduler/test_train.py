@@ -125,3 +125,28 @@ def test_stage_functions_end_to_end(tmp_path):
     assert os.path.exists(tmp_path / "dvs" / "DONE")
     assert out["train_pairs"] == 8 and out["val_pairs"] == 4 and 0.0 <= out["target_mean"] <= 100.0
     assert load_dvsnet(str(tmp_path / "dvs")).input_shape[1:] == (1, 1, 384)
+
+
+def test_interrupted_run_keeps_its_curve_and_resume_appends(tmp_path, monkeypatch):
+    from rl_scheduler import train
+    caches = [ToyVideoCache(60, seed=s) for s in range(2)]
+    root = str(tmp_path / "rl")
+    options = dict(TOY, checkpoint_every=2, validate_every=100)
+    real_update, calls = train.Reinforce.update, []
+
+    def failing_update(self, episodes):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt   # killed during the 4th update
+        return real_update(self, episodes)
+
+    monkeypatch.setattr(train.Reinforce, "update", failing_update)
+    with pytest.raises(KeyboardInterrupt):
+        train_policy(root, caches, [], episodes=10, **options)
+    history = json.load(open(os.path.join(root, "history.json")))
+    assert [row["update"] for row in history] == [1, 2, 3]          # written every update
+    assert {"mean_return", "key_ratio", "entropy", "kar_weight", "lkd_weight"} <= _tags(root)
+    monkeypatch.setattr(train.Reinforce, "update", real_update)
+    train_policy(root, caches, [], episodes=10, **options)        # resumes from update 2's checkpoint
+    resumed = json.load(open(os.path.join(root, "history.json")))
+    assert [row["update"] for row in resumed] == [1, 2, 3, 4, 5] and resumed[:2] == history[:2]
