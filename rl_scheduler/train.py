@@ -129,7 +129,7 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, flownet_dir, train_videos,
                episode_length=config.EPISODE_LENGTH_300VW, trials=config.TRIALS,
                episodes_per_update=config.EPISODES_PER_UPDATE, learning_rate=config.LEARNING_RATE,
                entropy_coef=config.ENTROPY_COEF, gamma=config.GAMMA, seed=0, checkpoint_every=10,
-               flow_resolution="full", cache_batch_size=8, pair_cache_capacity=16_384,
+               flow_resolution="full", cache_batch_size=8, pair_cache_capacity=2_048,
                max_frames_in_memory=config.MAX_FRAMES_IN_MEMORY, **options):
     """The stage function (docs/interfaces.md): frozen N and F, one cache per video, REINFORCE."""
     if not train_videos:
@@ -217,9 +217,9 @@ def define_flags():
     flags.DEFINE_float("tau", D["tau"], "Key threshold on P(key) for validation rollouts.")
     flags.DEFINE_enum("flow_resolution", "full", ["full", "half"], "Flow-net input resolution.")
     flags.DEFINE_integer("cache_batch_size", 8, "Frames per compiled call when filling the caches.")
-    flags.DEFINE_integer("pair_cache_capacity", 16_384,
+    flags.DEFINE_integer("pair_cache_capacity", 2_048,
                          "Most (key, current) pair results kept per video (each holds the policy's "
-                         "Conv6 tap: 124 KB at 513 px, so 16,384 entries are about 2 GB a video).")
+                         "Conv6 tap: 124 KB at 513 px, so 2,048 entries are about 250 MB a video; least recently used go first).")
     flags.DEFINE_integer("max_frames_in_memory", config.MAX_FRAMES_IN_MEMORY,
                          "Decoded frames kept in memory over all videos (frames are read lazily "
                          "in blocks; 1.05 MB each at 513 px); 0: load every frame at once.")
