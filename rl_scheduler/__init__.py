@@ -3,9 +3,10 @@
 Exports `build_policy`, `load_policy` and `load_dvsnet`. Importing this package
 does not import TensorFlow (the policy is backend-neutral Keras 3).
 """
-import json
 import os
 
+from deeplab_face.errors import CheckpointError
+from deeplab_face.stage import load_stage_weights, read_stage_config
 from rl_scheduler.dvsnet_decision import build_decision_network
 from rl_scheduler.policy import build_policy, expert_weights
 
@@ -17,26 +18,11 @@ _DVSNET_BUILD_ARGS = ("deviation_shape", "deviation_size")
 
 
 def _load(stage_dir, builder, build_args):
-    from deeplab_face.errors import CheckpointError  # deeplab_face's package may import TensorFlow
-
-    config_path = os.path.join(stage_dir, "config.json")
-    weights_path = os.path.join(stage_dir, "final.weights.h5")
-    for path in (config_path, weights_path):
-        if not os.path.exists(path):
-            raise CheckpointError(f"{path}: missing (train the stage first)")
-    try:
-        with open(config_path) as f:
-            stage_config = json.load(f)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{config_path}: unreadable ({e})") from None
+    stage_config = read_stage_config(stage_dir, "scheduler stage")
     kwargs = {k: stage_config[k] for k in build_args if stage_config.get(k) is not None}
     if "deviation_shape" not in kwargs:
-        raise CheckpointError(f"{config_path}: no deviation_shape")
-    model = builder(**kwargs)
-    try:
-        model.load_weights(weights_path)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{weights_path}: does not fit the model in config.json ({e})") from None
+        raise CheckpointError(f"{os.path.join(stage_dir, 'config.json')}: no deviation_shape")
+    model = load_stage_weights(builder(**kwargs), stage_dir)
     model.deviation_tap = stage_config.get("deviation_tap", "conv6_1")
     model.stage_config = stage_config
     return model
