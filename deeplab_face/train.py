@@ -8,6 +8,10 @@ softmax cross-entropy on logits upsampled to the crop, averaged over the pixels 
 model starts from scratch (no --init_checkpoint), where frozen initial statistics would not train.
 Frozen batch norm is Keras's `trainable=False` (inference-mode statistics), which also freezes
 gamma/beta; slim's `is_training=False` batch norm would still train them (a small deviation).
+From scratch, DeepLab's batch-norm decay (0.9997, 0.997, 0.95 per family) makes the moving
+statistics converge only after ~10^4 steps, so a short run would evaluate with its initial
+statistics; `bn_momentum` (default: 0.99 from scratch, the family's own value when fine-tuning a
+checkpoint) sets the decay used during training. It is not a weight: checkpoints stay compatible.
 
 Resumable: `<workdir>/ckpt` holds model, optimizer and the step counter (kill -9 safe: a restart
 restores the latest checkpoint and continues from its step). When done, writes `config.json`
@@ -33,6 +37,7 @@ from deeplab_face.evaluate import dataset_miou, make_predictor, read_manifest  #
 LEARNING_POWER = 0.9  # DeepLab poly schedule
 MOMENTUM = 0.9
 BN_FINE_TUNE_MIN_BATCH = 12  # DeepLab: fine-tuning batch norm needs a batch >= 12
+SCRATCH_BN_MOMENTUM = 0.99  # batch-norm decay for from-scratch runs (module docstring)
 
 
 def resolve_videos(prepared_dir, train_videos, val_videos):
@@ -123,7 +128,7 @@ def train_eval(root_dir, prepared_dir, train_videos, val_videos=(), backbone="re
                weight_decay=4e-5, init_checkpoint=None, reinit_logits=True, seed=0,
                checkpoint_every=500, learning_power=LEARNING_POWER, momentum=MOMENTUM,
                eval_every=0, num_classes=NUM_CLASSES, split="decoder", fine_tune_batch_norm=None,
-               augment=True, val_max_frames=None, verbose=1):
+               augment=True, val_max_frames=None, verbose=1, bn_momentum=None):
     """Trains N into `root_dir` (resuming from `root_dir/ckpt`); returns its final numbers.
 
     eval_every: validation mIoU every so many steps (0: only at the end; needs val_videos).
@@ -140,6 +145,12 @@ def train_eval(root_dir, prepared_dir, train_videos, val_videos=(), backbone="re
     if fine_tune_batch_norm is None:
         fine_tune_batch_norm = batch_size >= BN_FINE_TUNE_MIN_BATCH or not init_checkpoint
     set_batch_norm_trainable(model, fine_tune_batch_norm)
+    if bn_momentum is None and not init_checkpoint:
+        bn_momentum = SCRATCH_BN_MOMENTUM
+    if bn_momentum is not None:
+        for layer in model._flatten_layers(include_self=False):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = float(bn_momentum)
     logits_model = model.logits_model  # frames -> upsampled logits (the softmax's input)
     variables = model.trainable_variables
     kernels = decayed_kernels(model)
@@ -222,6 +233,7 @@ def train_eval(root_dir, prepared_dir, train_videos, val_videos=(), backbone="re
                    steps=steps, learning_rate=learning_rate, learning_power=learning_power,
                    momentum=momentum, weight_decay=weight_decay, init_checkpoint=init_checkpoint,
                    reinit_logits=reinit_logits, seed=seed, fine_tune_batch_norm=fine_tune_batch_norm,
+                   bn_momentum=bn_momentum,
                    augment=augment, prepared_dir=os.path.abspath(prepared_dir))
     with open(os.path.join(root_dir, "hparams.json"), "w") as f:
         json.dump(hparams, f, indent=2)
@@ -262,6 +274,8 @@ def define_flags():
                          "--init_checkpoint (e.g. 21-class PASCAL -> 5 face classes).")
     flags.DEFINE_enum("fine_tune_batch_norm", "auto", ["auto", "true", "false"],
                       "Train batch norm: auto = batch >= 12 or no --init_checkpoint.")
+    flags.DEFINE_float("bn_momentum", None, "Batch-norm decay while training (default: "
+                       f"{SCRATCH_BN_MOMENTUM} from scratch, the backbone's own with --init_checkpoint).")
     flags.DEFINE_boolean("augment", True, "Random scale/flip augmentation of the training frames.")
     flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order and augmentation.")
     flags.DEFINE_integer("checkpoint_every", 500, "Save a resumable checkpoint every so many steps.")
@@ -281,7 +295,8 @@ def main(argv):
         reinit_logits=FLAGS.reinit_logits, seed=FLAGS.seed, checkpoint_every=FLAGS.checkpoint_every,
         learning_power=FLAGS.learning_power, momentum=FLAGS.momentum, eval_every=FLAGS.eval_every,
         split=FLAGS.split, augment=FLAGS.augment, val_max_frames=FLAGS.val_max_frames,
-        fine_tune_batch_norm={"auto": None, "true": True, "false": False}[FLAGS.fine_tune_batch_norm])
+        fine_tune_batch_norm={"auto": None, "true": True, "false": False}[FLAGS.fine_tune_batch_norm],
+        bn_momentum=FLAGS.bn_momentum)
     print(json.dumps(results))
 
 
