@@ -1,0 +1,123 @@
+"""`eval.reproduce --config=smoke` end to end in a temporary workdir, then a re-run that skips everything."""
+import json
+import time
+
+import pytest
+
+from deeplab_face.errors import ConfigError
+from eval import presets, report, reproduce
+
+SCHEDULERS = ("rl", "dvsnet", "flow_magnitude", "fixed", "random")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("smoke")
+    lines = []
+    start = time.perf_counter()
+    results = reproduce.reproduce(str(workdir), config="smoke", log=lines.append)
+    return workdir, results, lines, time.perf_counter() - start
+
+
+def test_results_json_follows_the_schema(smoke_run):
+    workdir, results, _, _ = smoke_run
+    on_disk = json.loads((workdir / "results.json").read_text())
+    assert on_disk["config"]["name"] == "smoke"
+    assert on_disk["config"]["kar_limits"] == list(presets.SMOKE.kar_limits)
+    assert set(on_disk["curves"]) == set(SCHEDULERS)
+    for name, points in on_disk["curves"].items():
+        assert points, name
+        for point in points:
+            assert set(point) >= {"aki", "miou", "fps", "threshold"}
+            assert point["aki"] >= 1.0 and 0.0 <= point["miou"] <= 100.0 and point["fps"] > 0
+    models = [row["model"] for row in on_disk["table1"]]
+    assert "FlowNet2-s" in models and len(models) == 3      # N at two scale sets + the flow row
+    for row in on_disk["table1"]:
+        assert set(row) >= {"model", "scales", "miou", "fps"} and 0.0 <= row["miou"] <= 100.0
+    split = presets.SMOKE.split
+    assert on_disk["dataset"]["test_videos"] == list(split.test)
+    assert not set(on_disk["dataset"]["train_videos"]) & set(split.test)
+    assert on_disk["claim"]["aki_min"] == 25.0 and isinstance(on_disk["claim"]["statement"], str)
+    assert on_disk["claim"] == json.loads(json.dumps(results["claim"]))
+    stages = on_disk["timings"]["seconds_per_stage"]
+    assert {"data", "prepare", "segmenter", "flownet", "dvsnet", "rl_eta0.14", "sweeps"} <= set(stages)
+
+
+def test_report_figures_and_checkpoints_exist(smoke_run):
+    workdir, results, lines, _ = smoke_run
+    text = (workdir / "report.md").read_text()
+    assert "## Table 1" in text and "FlowNet2-s" in text and results["claim"]["statement"] in text
+    figures = sorted(p.name for p in (workdir / "figures").glob("*.png"))
+    assert figures and all(f"figures/{name}" in text for name in figures)
+    for stage in ("segmenter", "flownet", "dvsnet", "rl_eta0.14"):
+        assert (workdir / "checkpoints" / stage / "DONE").exists(), stage
+    assert any(str(workdir / "report.md") in line for line in lines)
+
+
+def test_rerun_skips_finished_stages(smoke_run):
+    workdir, first, _, first_seconds = smoke_run
+    lines = []
+    start = time.perf_counter()
+    again = reproduce.reproduce(str(workdir), config="smoke", log=lines.append)
+    seconds = time.perf_counter() - start
+    skipped = [line for line in lines if "skipped" in line and line.startswith("====")]
+    assert len(skipped) == len(first["timings"]["seconds_per_stage"])
+    assert again["timings"]["skipped_this_run"] == list(first["timings"]["seconds_per_stage"])
+    assert again["curves"] == first["curves"] and again["table1"] == first["table1"]
+    assert seconds < first_seconds / 5
+
+
+def test_workdir_refuses_another_config(smoke_run):
+    workdir = smoke_run[0]
+    with pytest.raises(ConfigError, match="--workdir.*--config=tiny"):
+        reproduce.reproduce(str(workdir), config="tiny", log=lambda line: None)
+
+
+def test_paper_config_needs_data_dir(tmp_path):
+    with pytest.raises(ConfigError, match="--data_dir"):
+        reproduce.reproduce(str(tmp_path), config="paper", log=lambda line: None)
+
+
+def test_claim_compares_rl_with_the_best_baseline_at_matched_aki():
+    curves = {"rl": [{"aki": 10, "miou": 70.0}, {"aki": 40, "miou": 68.0}],
+              "fixed": [{"aki": 10, "miou": 71.0}, {"aki": 40, "miou": 60.0}],
+              "random": [{"aki": 10, "miou": 69.0}, {"aki": 40, "miou": 67.5}]}
+    claim = report.matched_aki_claim(curves, aki_min=25.0)
+    assert [row["aki"] for row in claim["points"]] == [25, 30, 40]
+    at_40 = claim["points"][-1]
+    assert at_40["best_baseline"] == "random" and at_40["difference"] == pytest.approx(0.5)
+    assert claim["met"] is False and "not met" in claim["statement"]
+    unreachable = report.matched_aki_claim({"rl": [{"aki": 5, "miou": 1.0}], "fixed": curves["fixed"]})
+    assert unreachable["measured"] is False and "Not measurable" in unreachable["statement"]
+
+
+def _fake_300vw(root, ids):
+    for video_id in ids:
+        (root / video_id).mkdir(parents=True)
+        (root / video_id / "vid.avi").write_bytes(b"")
+    return str(root)
+
+
+def test_real_data_split_falls_back_to_the_official_lists(tmp_path):
+    data_dir = _fake_300vw(tmp_path / "300VW", ["001", "002", "003", "004", "114", "203", "410", "411"])
+    lines = []
+    split = reproduce.resolve_split(presets.PAPER, data_dir, embedded=False, log=lines.append)
+    assert split.segmenter_train == ("001", "002", "003", "004")          # official train -> A
+    assert split.scheduler_train == split.segmenter_val == ("114", "203")  # test 1 + test 2 -> B
+    assert split.test == ("410", "411")                                    # test 3 -> C
+    assert any("not in" in line for line in lines)                         # absent videos are named
+    small = reproduce.resolve_split(presets.TINY, data_dir, embedded=False, log=lines.append)
+    assert small.segmenter_train == ("001", "002", "003") and small.test == ("410", "411")
+
+
+def test_real_data_split_reads_the_paper_lists(tmp_path):
+    data_dir = _fake_300vw(tmp_path / "300VW", ["001", "002", "003", "004"])
+    split_dir = tmp_path / "split_2"
+    split_dir.mkdir()
+    for name, ids in (("A", "001 002"), ("B", "003"), ("C", "004")):
+        (split_dir / f"{name}.txt").write_text("\n".join(ids.split()) + "\n")
+    split = reproduce.resolve_split(presets.PAPER, data_dir, embedded=False, split_dir=str(split_dir))
+    assert (split.segmenter_train, split.scheduler_train, split.test) == (("001", "002"), ("003",), ("004",))
+    (split_dir / "C.txt").write_text("003\n")
+    with pytest.raises(ConfigError, match="test videos"):
+        reproduce.resolve_split(presets.PAPER, data_dir, embedded=False, split_dir=str(split_dir))
