@@ -51,6 +51,22 @@ def entropy(key_prob):
     return -(p * np.log(p) + (1 - p) * np.log(1 - p))
 
 
+class Tf1RMSprop(keras.optimizers.RMSprop):
+    """RMSProp as `tf.compat.v1.train.RMSPropOptimizer` (§4.2: RMSProp, lr 1e-3): decay 0.9 and
+    the mean-square accumulator starting at 1, not 0.
+
+    Keras's accumulator starts at 0, so its first update moves every weight by about
+    lr / sqrt(1 - rho) = 3.2 lr in the direction of sign(g) whatever the gradient's size; on
+    the policy's 1024-wide layers that saturates the softmax at once (entropy 0.5 -> 1e-7
+    after one update, measured). Starting at 1, early updates are about lr * g.
+    """
+
+    def build(self, var_list):
+        super().build(var_list)
+        for velocity in self._velocities:
+            velocity.assign(keras.ops.ones_like(velocity))
+
+
 class Reinforce:
     """Collects batched-trial episodes from `env` and updates `policy` with RMSProp."""
 
@@ -72,7 +88,7 @@ class Reinforce:
         self.eps_clip = float(eps_clip)
         self.tau = float(tau)
         self.max_chunk = int(max_chunk)
-        self.optimizer = optimizer or keras.optimizers.RMSprop(learning_rate)
+        self.optimizer = optimizer or Tf1RMSprop(learning_rate)
         self._forward = compiled_forward(policy)   # the schedulers' compiled forward, shared
         self._chunk_gradients = tf.function(self._chunk_gradients_graph, reduce_retracing=True)
 
