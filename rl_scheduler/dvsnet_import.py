@@ -22,7 +22,7 @@ import collections
 import numpy as np
 
 from deeplab_face.errors import CheckpointError
-from deeplab_face.models.checkpoint import read_tf1_checkpoint
+from deeplab_face.models.checkpoint import assign_exact, read_tf1_checkpoint
 from deeplab_face.models.deeplab_fast import DVSNET_NUM_CLASSES, DVSNET_REGION_SIZE
 from rl_scheduler.dvsnet_decision import build_decision_network
 
@@ -36,19 +36,11 @@ DECISION_VARIABLES = {f"{DECISION_SCOPE}/{scope}/{tf1_name}": (layer, attribute)
 DVSNET_DEVIATION_SIZE = (4, 8)  # conv6_1 resized to 4x8 before the decision net (inference.py)
 DVSNET_OVERLAP = 64  # px each quadrant grows toward the frame centre; a multiple of 8
 DVSNET_BORDER = "clamp"  # DVSNet's warp clamps at the border (flow_utils.warp)
-_SHOW = 6  # names listed per category in an error line
 
 DVSNetRelease = collections.namedtuple("DVSNetRelease", "segmenter flow_net decision_net reports")
 DVSNetRelease.__doc__ = """DVSNet's networks: segmenter (build_segmenter model, split "logits"),
 flow_net (build_flownet, input = half the region), decision_net (None when not asked for), and
 reports: dict of the three loaders' reports."""
-
-
-def _summary(label, names):
-    names = sorted(names)
-    if not names:
-        return None
-    return f"{len(names)} {label} ({', '.join(names[:_SHOW])}{', ...' if len(names) > _SHOW else ''})"
 
 
 def decision_variable_map(network):
@@ -78,19 +70,7 @@ def load_decision_checkpoint(network, path):
     prefix, shapes, reader = read_tf1_checkpoint(path)  # drops global_step and Adam slots
     variables = decision_variable_map(network)
     available = {n: s for n, s in shapes.items() if n.split("/")[0] == DECISION_SCOPE}
-    missing = set(variables) - set(available)
-    unexpected = set(available) - set(variables)
-    misshaped = [f"{n} {list(available[n])}!={list(variables[n].shape)}"
-                 for n in sorted(set(variables) & set(available))
-                 if tuple(available[n]) != tuple(variables[n].shape)]
-    problems = [p for p in (_summary("missing", missing), _summary("unexpected", unexpected),
-                            _summary("mis-shaped", misshaped)) if p]
-    if problems:
-        raise CheckpointError(f"{prefix}: does not match the DVSNet decision network: "
-                              + "; ".join(problems))
-    for name, variable in variables.items():
-        variable.assign(reader.get_tensor(name))
-    return dict(loaded=len(variables), skipped=len(shapes) - len(available), checkpoint=prefix)
+    return assign_exact(prefix, shapes, reader, variables, available, "the DVSNet decision network")
 
 
 def _axis_taps_tf1(out_size, in_size):

@@ -175,6 +175,25 @@ def _read_values(prefix, reader, names):
     return values
 
 
+def assign_exact(prefix, shapes, reader, variables, available, what):
+    """Assign `variables` ({checkpoint name: Keras variable}) from a TF1 checkpoint whose usable names
+    are `available` ({name: shape}), all or nothing: any missing, unexpected or mis-shaped name
+    raises one CheckpointError line naming the checkpoint and `what` it was meant for."""
+    missing = set(variables) - set(available)
+    unexpected = set(available) - set(variables)
+    misshaped = [f"{n} {list(available[n])}!={list(variables[n].shape)}"
+                 for n in sorted(set(variables) & set(available))
+                 if tuple(available[n]) != tuple(variables[n].shape)]
+    problems = [p for p in (_summary("missing", missing), _summary("unexpected", unexpected),
+                            _summary("mis-shaped", misshaped)) if p]
+    if problems:
+        raise CheckpointError(f"{prefix}: does not match {what}: " + "; ".join(problems))
+    values = _read_values(prefix, reader, sorted(variables))
+    for name, variable in variables.items():
+        variable.assign(values[name])
+    return dict(loaded=len(variables), skipped=len(shapes) - len(available), checkpoint=prefix)
+
+
 def load_tf1_checkpoint(model, path, reinit_logits=False):
     """Load a TF1 DeepLab / TF-slim checkpoint into a segmenter built by build_segmenter.
 

@@ -18,11 +18,10 @@ This module reads TF1 checkpoints, so it imports TensorFlow (model modules do no
 import keras
 
 from deeplab_face.errors import CheckpointError
-from deeplab_face.models.checkpoint import read_tf1_checkpoint
+from deeplab_face.models.checkpoint import assign_exact, read_tf1_checkpoint
 
 # Scopes of DVSNet's other networks, loaded elsewhere (flownet2s, rl_scheduler).
 OTHER_NETWORK_SCOPES = ("FlowNets", "decision")
-_SHOW = 4  # names listed per category in an error line
 
 # layer class -> ((Keras attribute, DVSNet variable name under the layer's scope), ...)
 _WEIGHT_NAMES = {
@@ -66,14 +65,6 @@ def is_segmentation_variable(name):
     return "warp" not in name
 
 
-def _summary(label, names):
-    names = sorted(names)
-    if not names:
-        return None
-    shown = ", ".join(names[:_SHOW]) + (", ..." if len(names) > _SHOW else "")
-    return f"{len(names)} {label} ({shown})"
-
-
 def load_dvsnet_checkpoint(model, path):
     """Assign DVSNet's segmentation variables to a DeepLab-Fast model.
 
@@ -89,16 +80,4 @@ def load_dvsnet_checkpoint(model, path):
     prefix, shapes, reader = read_tf1_checkpoint(path)
     variables = dvsnet_variable_map(model)
     available = {n: s for n, s in shapes.items() if is_segmentation_variable(n)}
-    missing = set(variables) - set(available)
-    unexpected = set(available) - set(variables)
-    misshaped = [f"{n} {list(available[n])}!={list(variables[n].shape)}"
-                 for n in sorted(set(variables) & set(available))
-                 if tuple(available[n]) != tuple(variables[n].shape)]
-    problems = [p for p in (_summary("missing", missing), _summary("unexpected", unexpected),
-                            _summary("mis-shaped", misshaped)) if p]
-    if problems:
-        raise CheckpointError(f"{prefix}: does not match the DeepLab-Fast model {model.name!r}: "
-                              + "; ".join(problems))
-    for name, variable in variables.items():
-        variable.assign(reader.get_tensor(name))
-    return dict(loaded=len(variables), skipped=len(shapes) - len(available), checkpoint=prefix)
+    return assign_exact(prefix, shapes, reader, variables, available, f"the DeepLab-Fast model {model.name!r}")
