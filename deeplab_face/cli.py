@@ -16,6 +16,8 @@ def run(main):
         try:
             return main(argv)
         except ProjectError as e:
+            if sys.stdout.isatty():  # end a progress bar's unfinished line first
+                print(flush=True)
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
 
