@@ -175,10 +175,9 @@ def _read_values(prefix, reader, names):
     return values
 
 
-def assign_exact(prefix, shapes, reader, variables, available, what):
-    """Assign `variables` ({checkpoint name: Keras variable}) from a TF1 checkpoint whose usable names
-    are `available` ({name: shape}), all or nothing: any missing, unexpected or mis-shaped name
-    raises one CheckpointError line naming the checkpoint and `what` it was meant for."""
+def _mismatches(variables, available):
+    """(one-line problem summaries, missing names, mis-shaped descriptions) between the model's
+    {name: variable} and the checkpoint's {name: shape}."""
     missing = set(variables) - set(available)
     unexpected = set(available) - set(variables)
     misshaped = [f"{n} {list(available[n])}!={list(variables[n].shape)}"
@@ -186,6 +185,14 @@ def assign_exact(prefix, shapes, reader, variables, available, what):
                  if tuple(available[n]) != tuple(variables[n].shape)]
     problems = [p for p in (_summary("missing", missing), _summary("unexpected", unexpected),
                             _summary("mis-shaped", misshaped)) if p]
+    return problems, missing, misshaped
+
+
+def assign_exact(prefix, shapes, reader, variables, available, what):
+    """Assign `variables` ({checkpoint name: Keras variable}) from a TF1 checkpoint whose usable names
+    are `available` ({name: shape}), all or nothing: any missing, unexpected or mis-shaped name
+    raises one CheckpointError line naming the checkpoint and `what` it was meant for."""
+    problems, _, _ = _mismatches(variables, available)
     if problems:
         raise CheckpointError(f"{prefix}: does not match {what}: " + "; ".join(problems))
     values = _read_values(prefix, reader, sorted(variables))
@@ -247,13 +254,7 @@ def load_tf1_checkpoint(model, path, reinit_logits=False):
             ignored.update(n for n in shapes if _in_scope(n, skipped_scopes))
     expected = {n: v for n, v in variables.items() if n not in reinitialised}
     available = {n: s for n, s in shapes.items() if n not in ignored}
-    missing = set(expected) - set(available)
-    unexpected = set(available) - set(expected)
-    misshaped = [f"{n} {list(available[n])}!={list(expected[n].shape)}"
-                 for n in sorted(set(expected) & set(available))
-                 if tuple(available[n]) != tuple(expected[n].shape)]
-    problems = [p for p in (_summary("missing", missing), _summary("unexpected", unexpected),
-                            _summary("mis-shaped", misshaped)) if p]
+    problems, missing, misshaped = _mismatches(expected, available)
     if problems:
         hint = ""
         if any(_in_scope(m.split(" ")[0], (LOGITS_SCOPE,)) for m in misshaped):
