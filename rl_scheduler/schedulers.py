@@ -9,6 +9,7 @@ All share the `KeyScheduler` interface (docs/interfaces.md):
 mean |flow| from the last key in feature-grid pixels), frame_index (0-based).
 Every scheduler keeps its KAR / LKD in `rl_scheduler.history.DecisionHistory`.
 """
+import abc
 import numpy as np
 
 from deeplab_face.errors import ConfigError
@@ -17,7 +18,7 @@ from rl_scheduler.history import DecisionHistory
 from rl_scheduler.policy import compiled_forward
 
 
-class KeyScheduler:
+class KeyScheduler(abc.ABC):
     """Base class: history bookkeeping and the forced first key."""
 
     name = "base"
@@ -51,11 +52,13 @@ class KeyScheduler:
         else:
             self.history.push(is_key)
 
+    @abc.abstractmethod
     def score(self, observation):
-        raise NotImplementedError
+        """The scheduler's number for this frame (P(key), confidence, flow magnitude, ...)."""
 
+    @abc.abstractmethod
     def is_key(self, score):
-        raise NotImplementedError
+        """Key or not, from `score` and the threshold."""
 
 
 class PolicyScheduler(KeyScheduler):

@@ -176,13 +176,9 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     """Flags of the command (defined on demand, so that other modules can import this one)."""
-    flags.DEFINE_string("root_dir", None, "Output directory (checkpoints, TensorBoard, weights).")
-    flags.DEFINE_string("prepared_dir", None, "Prepared data (manifest.json + TFRecords).")
-    flags.DEFINE_string("segmenter_dir", None, "Stage directory of the segmentation network N.")
-    flags.DEFINE_string("flownet_dir", None, "Stage directory of the flow network F.")
-    flags.DEFINE_list("train_videos", [], "Scheduler-training video ids (300VW set B).")
-    flags.DEFINE_list("val_videos", [],
-                      "Validation video ids (empty: validate on the training videos, §4.2).")
+    define_stage_flags("Output directory (checkpoints, TensorBoard, weights).",
+                       "Scheduler-training video ids (300VW set B).",
+                       "Validation video ids (empty: validate on the training videos, §4.2).")
     flags.DEFINE_float("kar_limit", config.DEFAULT_KAR_LIMIT,
                        "KAR limit eta of the stop rule (paper: 0.04/0.06/0.14).")
     flags.DEFINE_enum("reward", "eq1", ["eq1", "eq2"],
@@ -217,24 +213,40 @@ def define_flags():
     flags.DEFINE_enum("baseline", D["baseline"], ["trial_mean", "none"], "Reward baseline.")
     flags.DEFINE_float("eps_clip", D["eps_clip"], "Epsilon-greedy: sampling P(key) clipped to [1-eps, eps].")
     flags.DEFINE_float("tau", D["tau"], "Key threshold on P(key) for validation rollouts.")
-    flags.DEFINE_enum("flow_resolution", "full", ["full", "half"], "Flow-net input resolution.")
-    flags.DEFINE_integer("cache_batch_size", 8, "Frames per compiled call when filling the caches.")
     flags.DEFINE_integer("pair_cache_capacity", 2_048,
                          "Most (key, current) pair results kept per video (each holds the policy's "
                          "Conv6 tap: 124 KB at 513 px, so 2,048 entries are about 250 MB a video; least recently used go first).")
+
+
+def define_stage_flags(root_help, train_help, val_help):
+    """The flags every scheduler-training command shares: inputs, outputs and the caches."""
+    flags.DEFINE_string("root_dir", None, root_help)
+    flags.DEFINE_string("prepared_dir", None, "Prepared data (manifest.json + TFRecords).")
+    flags.DEFINE_string("segmenter_dir", None, "Stage directory of the segmentation network N.")
+    flags.DEFINE_string("flownet_dir", None, "Stage directory of the flow network F.")
+    flags.DEFINE_list("train_videos", [], train_help)
+    flags.DEFINE_list("val_videos", [], val_help)
+    flags.DEFINE_enum("flow_resolution", "full", ["full", "half"], "Flow-net input resolution.")
+    flags.DEFINE_integer("cache_batch_size", 8, "Frames per compiled call when filling the caches.")
     flags.DEFINE_integer("max_frames_in_memory", config.MAX_FRAMES_IN_MEMORY,
                          "Decoded frames kept in memory over all videos (frames are read lazily "
                          "in blocks; 1.05 MB each at 513 px); 0: load every frame at once.")
 
 
-def main(argv):
-    del argv
+def checked_stage_flags():
+    """Required stage flags present; returns --deviation_size as [h, w] or None."""
     for name in ("root_dir", "prepared_dir", "segmenter_dir", "flownet_dir"):
         if not getattr(FLAGS, name):
             raise ConfigError(f"--{name} is required")
     size = [int(v) for v in FLAGS.deviation_size] or None
     if size is not None and len(size) != 2:
         raise ConfigError("--deviation_size: expected h,w")
+    return size
+
+
+def main(argv):
+    del argv
+    size = checked_stage_flags()
     result = train_eval(
         FLAGS.root_dir, FLAGS.prepared_dir, FLAGS.segmenter_dir, FLAGS.flownet_dir, FLAGS.train_videos,
         FLAGS.val_videos, kar_limit=FLAGS.kar_limit, reward=FLAGS.reward, episodes=FLAGS.episodes,

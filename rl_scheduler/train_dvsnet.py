@@ -27,7 +27,9 @@ from deeplab_face.errors import ConfigError  # noqa: E402
 from rl_scheduler import config  # noqa: E402
 from rl_scheduler.cache import load_dff, load_video_caches  # noqa: E402
 from rl_scheduler.dvsnet_decision import build_decision_network  # noqa: E402
-from rl_scheduler.train import scalar_summary, write_json  # noqa: E402
+import rl_scheduler.train as rl_scheduler_train  # noqa: E402
+from rl_scheduler.train import (  # noqa: E402
+    checked_stage_flags, define_stage_flags, scalar_summary, write_json)
 
 VAL_MAX_GAP = 9  # imagesval_10_list: key 0-9 frames before the current frame
 
@@ -162,12 +164,9 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     """Flags of the command (defined on demand, so that other modules can import this one)."""
-    flags.DEFINE_string("root_dir", None, "Output directory of this stage.")
-    flags.DEFINE_string("prepared_dir", None, "Prepared data (manifest.json + TFRecords).")
-    flags.DEFINE_string("segmenter_dir", None, "Stage directory of the segmentation network N.")
-    flags.DEFINE_string("flownet_dir", None, "Stage directory of the flow network F.")
-    flags.DEFINE_list("train_videos", [], "Training video ids.")
-    flags.DEFINE_list("val_videos", [], "Validation video ids (empty: 10% of the training pairs).")
+    define_stage_flags("Output directory of this stage.", "Training video ids.",
+                       "Validation video ids (empty: 10% of the training pairs).")
+    flags.adopt_module_key_flags(rl_scheduler_train)  # listed by this command's --help
     flags.DEFINE_integer("max_gap", config.DVSNET_MAX_GAP,
                          "Largest current - key distance of a training pair.")
     flags.DEFINE_integer("epochs", config.DVSNET_EPOCHS, "Training epochs.")
@@ -178,21 +177,11 @@ def define_flags():
     flags.DEFINE_integer("val_pairs_per_video", 500, "Validation pairs drawn per video (0: all).")
     flags.DEFINE_list("deviation_size", [],
                       "Resize conv6_1 to h,w first (DVSNet regions: 4,8; empty: native).")
-    flags.DEFINE_enum("flow_resolution", "full", ["full", "half"], "Flow-net input resolution.")
-    flags.DEFINE_integer("cache_batch_size", 8, "Frames per compiled call when filling the caches.")
-    flags.DEFINE_integer("max_frames_in_memory", config.MAX_FRAMES_IN_MEMORY,
-                         "Decoded frames kept in memory over all videos (read lazily in blocks); "
-                         "0: load every frame at once.")
 
 
 def main(argv):
     del argv
-    for name in ("root_dir", "prepared_dir", "segmenter_dir", "flownet_dir"):
-        if not getattr(FLAGS, name):
-            raise ConfigError(f"--{name} is required")
-    size = [int(v) for v in FLAGS.deviation_size] or None
-    if size is not None and len(size) != 2:
-        raise ConfigError("--deviation_size: expected h,w")
+    size = checked_stage_flags()
     result = train_eval(
         FLAGS.root_dir, FLAGS.prepared_dir, FLAGS.segmenter_dir, FLAGS.flownet_dir, FLAGS.train_videos,
         FLAGS.val_videos, max_gap=FLAGS.max_gap, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
