@@ -62,3 +62,21 @@ def clear_done(root_dir):
     path = os.path.join(root_dir, DONE)
     if os.path.exists(path):
         os.remove(path)
+
+
+def resumable_checkpoint(root_dir, **trackables):
+    """(step variable, CheckpointManager, restored) for a training in `root_dir/ckpt`.
+
+    The step counter lives in the checkpoint, so a run killed at any point (kill -9
+    included) restarts from the last saved step. Restores the latest checkpoint if any.
+    """
+    import tensorflow as tf  # only trainings need it; loaders above stay TensorFlow-free
+
+    os.makedirs(root_dir, exist_ok=True)
+    step = tf.Variable(0, dtype=tf.int64, name="step")
+    ckpt = tf.train.Checkpoint(step=step, **trackables)
+    manager = tf.train.CheckpointManager(ckpt, os.path.join(root_dir, "ckpt"), max_to_keep=2)
+    restored = bool(manager.latest_checkpoint)
+    if restored:
+        ckpt.restore(manager.latest_checkpoint).expect_partial()
+    return step, manager, restored

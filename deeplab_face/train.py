@@ -28,7 +28,7 @@ import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
 from deeplab_face import cli  # noqa: E402
-from deeplab_face.stage import clear_done  # noqa: E402
+from deeplab_face.stage import clear_done, resumable_checkpoint  # noqa: E402
 from deeplab_face.data import tfrecords  # noqa: E402
 from deeplab_face.data.masks import NUM_CLASSES  # noqa: E402
 from deeplab_face.errors import ConfigError  # noqa: E402
@@ -157,16 +157,11 @@ def train_eval(root_dir, prepared_dir, train_videos, val_videos=(), backbone="re
     optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
     optimizer.build(variables)
 
-    os.makedirs(root_dir, exist_ok=True)
-    step = tf.Variable(0, dtype=tf.int64, name="step")
-    ckpt = tf.train.Checkpoint(step=step, model=model, optimizer=optimizer)
-    manager = tf.train.CheckpointManager(ckpt, os.path.join(root_dir, "ckpt"), max_to_keep=2)
-    if manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).expect_partial()
-    elif init_checkpoint:
+    step, manager, restored = resumable_checkpoint(root_dir, model=model, optimizer=optimizer)
+    if not restored and init_checkpoint:
         _import_init_checkpoint(model, init_checkpoint, reinit_logits)
     start_step = int(step.numpy())
-    saved_step = start_step if manager.latest_checkpoint else None
+    saved_step = start_step if restored else None
     if start_step < steps:
         clear_done(root_dir)  # training on past a finished stage
 

@@ -22,7 +22,7 @@ import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
 from deeplab_face import cli  # noqa: E402
-from deeplab_face.stage import clear_done  # noqa: E402
+from deeplab_face.stage import clear_done, resumable_checkpoint  # noqa: E402
 from deeplab_face.errors import ConfigError  # noqa: E402
 from deeplab_face.segmentation_metrics import confusion_matrix, mean_iou  # noqa: E402
 from deeplab_face.train import pixel_cross_entropy, resolve_videos, scalar_summary  # noqa: E402
@@ -124,13 +124,8 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, train_videos, val_videos=(
     optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
     optimizer.build(flow_net.trainable_variables)
 
-    os.makedirs(root_dir, exist_ok=True)
-    step = tf.Variable(0, dtype=tf.int64, name="step")
-    ckpt = tf.train.Checkpoint(step=step, model=flow_net, optimizer=optimizer)
-    manager = tf.train.CheckpointManager(ckpt, os.path.join(root_dir, "ckpt"), max_to_keep=2)
-    if manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).expect_partial()
-    elif init_checkpoint:
+    step, manager, restored = resumable_checkpoint(root_dir, model=flow_net, optimizer=optimizer)
+    if not restored and init_checkpoint:
         from flownet2s.checkpoint import load_tf1_checkpoint
         load_tf1_checkpoint(flow_net, init_checkpoint)
     start_step = int(step.numpy())

@@ -57,6 +57,7 @@ _WEIGHT_NAMES = {
 
 
 def _leaf_layers(model):
+    """Every non-model layer of `model`, nested models walked (shared by the TF1 loaders)."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             yield from _leaf_layers(layer)

@@ -18,7 +18,7 @@ This module reads TF1 checkpoints, so it imports TensorFlow (model modules do no
 import keras
 
 from deeplab_face.errors import CheckpointError
-from deeplab_face.models.checkpoint import assign_exact, read_tf1_checkpoint
+from deeplab_face.models.checkpoint import _leaf_layers, assign_exact, read_tf1_checkpoint
 
 # Scopes of DVSNet's other networks, loaded elsewhere (flownet2s, rl_scheduler).
 OTHER_NETWORK_SCOPES = ("FlowNets", "decision")
@@ -30,14 +30,6 @@ _WEIGHT_NAMES = {
                                       ("moving_mean", "moving_mean"),
                                       ("moving_variance", "moving_variance")),
 }
-
-
-def _leaf_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
 
 
 def dvsnet_variable_map(model):
