@@ -1,7 +1,7 @@
 """The paper's figures as PNG files (matplotlib, Agg) and Table 1 as markdown (§4).
 
 - Fig. 3: RL training, per KAR limit: mean return over training; the FC3 weights of KAR and LKD.
-- Fig. 4: mIoU against AKI and against FPS, every scheduler.
+- Fig. 4: mIoU against AKI and against FPS, every scheduler; the oracle dashed, as an upper bound.
 - Fig. 6: density of consecutive key intervals (CKI) at one AKI.
 - Fig. 7: key frames and per-frame mIoU along one test video (RL, fixed interval, DVSNet).
 - Fig. 8: masks on non-key frames (frame, ground truth, predictions).
@@ -29,6 +29,7 @@ COLOURS = {"rl": "tab:red", "dvsnet": "tab:blue", "flow_magnitude": "tab:green",
            "random": "tab:gray"}
 LABELS = {"rl": "RL (ours)", "dvsnet": "DVSNet", "flow_magnitude": "flow magnitude", "fixed": "DFF fixed",
           "random": "DFF random"}
+ORACLE_LABEL = "oracle (upper bound)"   # a reference, never a competitor (DESIGN.md)
 DPI = 110
 
 
@@ -61,23 +62,41 @@ def fig3_training(histories, path):
     return _save(fig, path)
 
 
-def fig4_curves(curves, path):
-    """curves: results.json `curves`; left: mIoU vs AKI (log), right: mIoU vs FPS."""
+def _draw_curve(ax, points, x, style, hollow_misses=True):
+    """One scheduler's points joined in AKI order; uncalibrated points (a missed target's nearest
+    measurement) drawn hollow."""
+    points = sorted(points, key=lambda p: p["aki"])
+    ax.plot([p[x] for p in points], [p["miou"] for p in points], **style)
+    misses = [p for p in points if p.get("calibrated") is False]
+    if misses and hollow_misses:
+        ax.plot([p[x] for p in misses], [p["miou"] for p in misses], ls="none", marker=style.get("marker", "o"),
+                ms=7, mfc="white", mec=style.get("color"), zorder=3)
+
+
+def fig4_curves(curves, path, rl_policies=None):
+    """curves: results.json `curves`; left: mIoU vs AKI (log), right: mIoU vs FPS. The oracle is drawn
+    dashed on the AKI panel as an upper bound (it has no FPS); hollow markers are points whose knob
+    missed its target AKI. rl_policies: {kar_limit: points} (sweeps.json), each RL policy's own curve,
+    drawn thin behind `curves["rl"]` (the best policy per target)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for name in [n for n in COLOURS if curves.get(n)] + [n for n in curves if n not in COLOURS]:
+    names = [n for n in COLOURS if curves.get(n)] + [n for n in curves if n not in COLOURS and n != "oracle"]
+    for n, (eta, points) in enumerate(sorted((rl_policies or {}).items(), key=lambda e: float(e[0]))):
+        style = dict(color=COLOURS["rl"], marker="sd^v"[n % 4], ms=3, lw=0.8, ls=":", alpha=0.6,
+                     label=f"{LABELS['rl']}, KAR limit {float(eta):g}")
+        _draw_curve(left, points, "aki", style, hollow_misses=False)
+    for name in names:
         points = curves[name]
-        groups = {}
-        for p in points:   # one line per RL model (KAR limit)
-            groups.setdefault(p.get("kar_limit"), []).append(p)
-        for n, (eta, group) in enumerate(sorted(groups.items(), key=lambda g: (g[0] is None, g[0] or 0))):
-            group = sorted(group, key=lambda p: p["aki"])
-            label = LABELS.get(name, name) + (f" (KAR limit {eta:g})" if eta is not None else "")
-            style = dict(color=COLOURS.get(name), marker="osd^v"[n % 5], ms=4, label=label,
-                         ls="-" if n == 0 else ":")
-            left.plot([p["aki"] for p in group], [p["miou"] for p in group], **style)
-            if all(p.get("fps") for p in group):
-                right.plot([p["fps"] for p in group], [p["miou"] for p in group], **style)
+        style = dict(color=COLOURS.get(name), marker="o", ms=4, label=LABELS.get(name, name))
+        _draw_curve(left, points, "aki", style)
+        if all(p.get("fps") for p in points):
+            _draw_curve(right, points, "fps", style)
+    if curves.get("oracle"):
+        _draw_curve(left, curves["oracle"], "aki", dict(color="k", ls="--", marker=".", ms=5, lw=1.2,
+                                                         label=ORACLE_LABEL))
     left.set_xscale("log")
+    left.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    left.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))   # 2, 5, 10 rather than 2x10^0
+    left.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     left.set_xlabel("average key interval (AKI)")
     right.set_xlabel("frames per second (model time)")
     for ax in (left, right):
@@ -194,7 +213,8 @@ def make_figures(figures_dir, workdir, log=print):
     sweep = _read_json(os.path.join(workdir, "sweeps", "sweeps.json")) or {}
     curves = results.get("curves") or sweep.get("curves")
     if curves:
-        fig4_curves(curves, out("fig4_aki_fps_miou.png"))
+        rl_policies = (results.get("sweeps") or {}).get("rl_policies") or sweep.get("rl_policies")
+        fig4_curves(curves, out("fig4_aki_fps_miou.png"), rl_policies)
     else:
         missing.append("fig4: no curves in results.json")
     points = _read_json(os.path.join(workdir, "sweeps", "points.json"))

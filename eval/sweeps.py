@@ -1,24 +1,28 @@
-"""Scheduler sweeps on the test videos: AKI-mIoU and FPS-mIoU curves (§4.3; paper.md §10-§11).
+"""Scheduler sweeps on the test videos: AKI-mIoU and FPS-mIoU curves at calibrated AKIs (§4.3; §10-§11).
 
-Each scheduler's knob is varied: `rl` = one policy per KAR limit x thresholds tau on P(key);
+Each scheduler's knob is calibrated to target AKIs (default 2, 5, 10, 25, 50, 100, 150, 200, kept
+where every test video holds at least `min_keys_per_video` keys: target <= shortest video / 8) by
+`eval.calibrate`, and every curve point is a measured run with its measured AKI (`eval.curves`):
+`rl` = tau on P(key), one calibration per policy (KAR limit), and per target the best calibrated
+policy goes into `curves["rl"]` (each policy's own curve: `rl_policies` in sweeps.json);
 `dvsnet` = the confidence target (percent, key when the predicted score is below it);
-`flow_magnitude` = the mean-|flow| threshold (feature-grid pixels); `fixed` and `random` = the
-interval K (random: key with probability 1/K per frame).
+`flow_magnitude` = the mean-|flow| threshold (feature-grid pixels); `fixed` = the interval K and
+`random` = the mean interval K (key with probability 1/K), both calibrated on simulated decisions
+(no pair computed) and then run once. `curves["oracle"]` is the best key placement knowing every
+pair's true quality (`eval.oracle`), an upper-bound reference.
 
-Decisions run over `rl_scheduler.cache.VideoCache` entries, exactly as `eval.runtime` decides: frame
-0 is a forced key; at frame i > 0 the observation is the (last key k, i) pair's conv6, conv6_1 and
-flow magnitude; a key uses N's own result on i, a non-key the result propagated from k. So the
-masks equal the runtime's, while each (k, i) pair is computed once across all sweep points.
+Decisions run over `rl_scheduler.cache.VideoCache` entries (`eval.curves.run_decisions`), as
+`eval.runtime` decides, so each (k, i) pair is computed once across all runs and the oracle.
 
-mIoU: one confusion matrix per sweep point over all frames of all test videos, in percent.
+mIoU: one confusion matrix per point over all frames of all test videos, in percent.
 AKI: all frames / all keys (eval.metrics.aki).
 FPS (model time): measured by `eval.runtime.DynamicSegmenter` on the same videos (`measure_stage_ms`:
 the median milliseconds of each stage over `timing_frames` frames of the first test video, after a
-warm-up), then for a sweep point over all its frames
+warm-up), then for a point over all its frames
     FPS = 1000 * frames / (keys * t_key + non_keys * t_warp_task + flows * t_flow + decisions * t_policy)
 where decisions = frames - videos (frame 0 of each video is forced), flows = decisions for the
 schedulers that read the flow net and non_keys for fixed / random (eval.runtime.OBSERVATION_FREE),
-and t_policy is the scheduler's own decision time.
+and t_policy is the scheduler's own decision time. The oracle has no FPS (null).
 """
 import json
 import math
@@ -27,61 +31,16 @@ import platform
 
 import numpy as np
 
-from eval import metrics
-from eval.runtime import DynamicSegmenter, needs_observation
+from eval import oracle as oracle_lib
+from eval.calibrate import knob_for
+from eval.curves import (DEFAULT_TARGET_AKIS, best_of_policies, curve_of, matched_aki_table,  # noqa: F401
+                         measure_point, model_time_fps, point_at_target, run_decisions, select_targets,
+                         simulate_keys, trace_scheduler, unreached)
+from eval.runtime import DynamicSegmenter
 
 SCHEDULER_ORDER = ("rl", "dvsnet", "flow_magnitude", "fixed", "random")
 MASK_BUDGET_BYTES = 512 * 2 ** 20   # keep every mask (flicker, Fig. 8) while they fit in this
-PAIRS_PER_FRAME_ESTIMATE = 12       # distinct (k, i) pairs per frame over a whole sweep
-
-
-# -- the decision loop ------------------------------------------------------------------------------
-def _pair(cache, k, i):
-    """cache.pair(k, i); on a miss, prefetch (k, i..i+B-1) in one batch: until the next key every
-    frame pairs with k, and pairs left unused are reused by other sweep points."""
-    has_pair = getattr(cache, "has_pair", None)
-    if has_pair is not None and not has_pair(k, i):
-        batch = int(getattr(cache, "batch_size", 1))
-        cache.prefetch_pairs([(k, j) for j in range(i, min(i + batch, cache.num_frames))])
-    return cache.pair(k, i)
-
-
-def run_decisions(cache, scheduler, num_classes=None, keep_masks=False):
-    """Runs `scheduler` along one cached video; returns a dict:
-
-    keys: bool (T,); scores: float (T,); frame_miou: float (T,) in [0, 1]; confusion: (C, C) int64
-    or None (no labels); masks: list of uint8 (S, S) per frame when `keep_masks` (and the cache kept
-    them), else None.
-    """
-    frames = cache.num_frames
-    keys = np.zeros(frames, bool)
-    scores = np.full(frames, np.nan)
-    frame_miou = np.full(frames, np.nan)
-    confusion = np.zeros((num_classes, num_classes), np.int64) if num_classes else None
-    masks = [] if keep_masks else None
-    observe = needs_observation(scheduler)
-    scheduler.reset()
-    k = 0
-    for i in range(frames):
-        observation = {"frame_index": i}
-        if i > 0 and observe:
-            pair = _pair(cache, k, i)
-            observation.update(conv6=pair.conv6, conv6_1=pair.conv6_1, flow_magnitude=pair.flow_magnitude)
-        is_key, score = scheduler.decide(observation)
-        scheduler.record(is_key)
-        is_key = bool(is_key) or i == 0
-        if is_key:
-            entry, k = cache.key(i), i
-        else:
-            entry = _pair(cache, k, i)
-        keys[i], scores[i], frame_miou[i] = is_key, score, entry.miou
-        if confusion is not None and entry.confusion is not None:
-            confusion += entry.confusion
-        if masks is not None:
-            masks.append(entry.mask)
-    if masks is not None and any(m is None for m in masks):
-        masks = None
-    return dict(keys=keys, scores=scores, frame_miou=frame_miou, confusion=confusion, masks=masks)
+PAIRS_PER_FRAME_ESTIMATE = 12       # distinct (k, i) pairs per frame over the schedulers' runs
 
 
 # -- FPS from the runtime's stage timings -----------------------------------------------------------
@@ -113,118 +72,11 @@ def measure_stage_ms(dff, schedulers, frames, warmup=3):
     return out
 
 
-def model_time_fps(keys_per_video, name, stage_ms):
-    """Model-time FPS of one sweep point from its key flags (list per video) and `measure_stage_ms`."""
-    total_ms, frames = 0.0, 0
-    for keys in keys_per_video:
-        n, n_keys = len(keys), int(np.sum(keys))
-        decisions, non_keys = n - 1, n - n_keys
-        flows = decisions if name not in ("fixed", "random") else non_keys
-        total_ms += (n_keys * stage_ms["key"] + non_keys * stage_ms["warp_task"] + flows * stage_ms["flow"]
-                     + decisions * stage_ms["policy"].get(name, 0.0))
-        frames += n
-    return 1000.0 * frames / total_ms if total_ms > 0 else float("inf")
-
-
-# -- matched AKI ------------------------------------------------------------------------------------
-def upper_frontier(curve):
-    """[(aki, miou)] of the points no other point beats on both AKI (higher) and mIoU, by AKI."""
-    best, frontier = -math.inf, []
-    for aki, miou in sorted(((p["aki"], p["miou"]) for p in curve), key=lambda t: (-t[0], -t[1])):
-        if miou > best:
-            frontier.append((aki, miou))
-            best = miou
-    return frontier[::-1]
-
-
-def miou_at_aki(curve, aki):
-    """mIoU of a scheduler's curve at `aki`: linear in log AKI between the neighbouring points of its
-    upper frontier (`upper_frontier`); None outside the AKI range it covers (no extrapolation).
-
-    curve: [{"aki", "miou", ...}] (a `curves` entry of results.json).
-    """
-    frontier = upper_frontier(curve)
-    if not frontier or not frontier[0][0] <= aki <= frontier[-1][0]:
-        return None
-    for (a0, m0), (a1, m1) in zip(frontier, frontier[1:]):
-        if a0 <= aki <= a1:
-            if a1 == a0:
-                return max(m0, m1)
-            w = (math.log(aki) - math.log(a0)) / (math.log(a1) - math.log(a0))
-            return m0 + w * (m1 - m0)
-    return frontier[0][1]
-
-
-def matched_aki_table(curves, akis):
-    """{aki: {scheduler: mIoU or None}} at each AKI of `akis` (miou_at_aki)."""
-    return {float(a): {name: miou_at_aki(points, a) for name, points in curves.items()} for a in akis}
-
-
 # -- the sweep --------------------------------------------------------------------------------------
 def _history_options(network):
     """The decision-history options a policy was trained with (window, kar_prefill, lkd_scale)."""
     training = dict(getattr(network, "stage_config", {}) or {}).get("training", {}) or {}
     return {k: training[k] for k in ("window", "kar_prefill", "lkd_scale") if k in training}
-
-
-def scheduler_grid(rl_policies=None, dvsnet_network=None, rl_thresholds=(), dvsnet_thresholds=(),
-                   flow_magnitude_thresholds=(), intervals=(), seed=0):
-    """[(name, threshold, extra, make)]: every sweep point; `make()` builds its fresh KeyScheduler.
-
-    rl_policies: {kar_limit: policy model} (rl_scheduler.load_policy); dvsnet_network: the decision
-    network (rl_scheduler.load_dvsnet) or None. `extra` holds the point's other knobs (kar_limit).
-    """
-    from rl_scheduler.schedulers import make_scheduler
-
-    grid = []
-    for eta, policy in sorted((rl_policies or {}).items()):
-        for t in rl_thresholds:
-            grid.append(("rl", float(t), {"kar_limit": float(eta)}, lambda p=policy, t=t: make_scheduler(
-                "rl", policy=p, threshold=t, **_history_options(p))))
-    if dvsnet_network is not None:
-        for t in dvsnet_thresholds:
-            grid.append(("dvsnet", float(t), {}, lambda t=t: make_scheduler(
-                "dvsnet", network=dvsnet_network, threshold=t)))
-    for t in flow_magnitude_thresholds:
-        grid.append(("flow_magnitude", float(t), {}, lambda t=t: make_scheduler("flow_magnitude", threshold=t)))
-    for k in intervals:
-        grid.append(("fixed", float(k), {}, lambda k=k: make_scheduler("fixed", threshold=int(k))))
-        grid.append(("random", float(k), {}, lambda k=k: make_scheduler("random", threshold=k, seed=seed)))
-    return sorted(grid, key=lambda g: SCHEDULER_ORDER.index(g[0]))
-
-
-def sweep_caches(caches, grid, num_classes, stage_ms=None, keep_masks=False, log=print):
-    """Runs every grid point over every cache; returns (curves, records).
-
-    curves: {name: [{"aki", "miou" (percent), "fps", "threshold", ...extra, "flicker"}]} (results.json);
-    records: {name: [{"threshold", ...extra, "aki", "miou", "keys": [[key indices] per video],
-    "frame_miou": [per-frame mIoU (fraction) of video 0]}]} for the figures.
-    """
-    import keras
-
-    curves, records = {}, {}
-    bar = keras.utils.Progbar(len(grid), verbose=1 if log is print else 0)
-    for n, (name, threshold, extra, make) in enumerate(grid):
-        scheduler = make()
-        runs = [run_decisions(cache, scheduler, num_classes, keep_masks) for cache in caches]
-        confusion = sum(r["confusion"] for r in runs)
-        keys = [r["keys"] for r in runs]
-        point = dict(aki=metrics.aki(keys), miou=100.0 * metrics.mean_iou(confusion),
-                     fps=model_time_fps(keys, name, stage_ms) if stage_ms else None,
-                     threshold=threshold, **extra)
-        if keep_masks and all(r["masks"] is not None for r in runs):
-            counts = [metrics.flicker_counts(np.stack(r["masks"]), c.labels) for r, c in zip(runs, caches)]
-            stable = sum(s for _, s in counts)
-            point["flicker"] = sum(c for c, _ in counts) / stable if stable else 0.0
-        curves.setdefault(name, []).append(point)
-        records.setdefault(name, []).append(dict(
-            point, keys=[np.flatnonzero(k).tolist() for k in keys],
-            frame_miou=[round(float(v), 5) for v in runs[0]["frame_miou"]]))
-        bar.update(n + 1)
-        if log is not print:
-            log(f"  {name} threshold {threshold:g} {extra or ''}: AKI {point['aki']:.1f}, "
-                f"mIoU {point['miou']:.2f}" + (f", {point['fps']:.1f} FPS" if point["fps"] else ""))
-    return curves, records
 
 
 def figure_points(records, target_aki=121.0):
@@ -279,64 +131,149 @@ def _stage_option(stage_dir, key, default):
     return stage_config.get(key, (stage_config.get("training") or {}).get(key, default))
 
 
+def _makers(policies, dvsnet, seed):
+    """[(curve name, scheduler name, extra, make(knob) -> fresh KeyScheduler)] in SCHEDULER_ORDER."""
+    from rl_scheduler.schedulers import make_scheduler
+
+    out = [(f"rl_eta{eta:g}", "rl", {"kar_limit": float(eta)},
+            lambda t, p=policy: make_scheduler("rl", policy=p, threshold=t, **_history_options(p)))
+           for eta, policy in sorted(policies.items())]
+    if dvsnet is not None:
+        out.append(("dvsnet", "dvsnet", {}, lambda t: make_scheduler("dvsnet", network=dvsnet, threshold=t)))
+    out.append(("flow_magnitude", "flow_magnitude", {}, lambda t: make_scheduler("flow_magnitude", threshold=t)))
+    out.append(("fixed", "fixed", {}, lambda k: make_scheduler("fixed", threshold=int(k))))
+    out.append(("random", "random", {}, lambda k: make_scheduler("random", threshold=k, seed=seed)))
+    return out
+
+
+def trace_all(caches, makers, targets, num_classes, stage_ms, keep_masks, probes, tolerance=0.1, max_runs=8,
+              log=print):
+    """Calibrates every scheduler at every target; returns (curves, records, extras) where extras has
+    "calibration" {curve: [Calibration.to_json()]}, "runs" {curve: measured runs} and "rl_policies"
+    {kar_limit: points} (each policy's own curve; `curves["rl"]` holds the best policy per target)."""
+    import keras
+
+    frames = [c.num_frames for c in caches]
+    curves, records, calibration, runs, per_policy = {}, {}, {}, {}, {}
+    bar = keras.utils.Progbar(len(makers) * len(targets), verbose=1 if log is print else 0, unit_name="target")
+    for n, (curve, name, extra, make) in enumerate(makers):
+        changes = {"high": float(max(frames))} if name in ("fixed", "random") else {}
+        entries, calibrations, count = trace_scheduler(
+            name, make, caches, targets, num_classes, stage_ms, keep_masks, tolerance, max_runs,
+            probes.get(name, ()), extra, changes, log=None if log is print else log)
+        calibration[curve] = [c.to_json() for c in calibrations]
+        runs[curve] = count
+        if name == "rl":
+            per_policy[extra["kar_limit"]] = entries
+        else:
+            curves[name], records[name] = curve_of(entries)
+        bar.update((n + 1) * len(targets))
+        missed = [f"{c.target:g} ({c.reason}: nearest AKI {c.aki:.2f})" for c in calibrations if not c.calibrated]
+        log(f"sweeps: {curve}: {count} runs; " + (f"missed targets {', '.join(missed)}" if missed
+                                                    else "every target within the band"))
+    if per_policy:
+        curves["rl"], records["rl"] = curve_of(best_of_policies(per_policy))
+    ordered = {n: curves[n] for n in SCHEDULER_ORDER if n in curves}
+    extras = dict(calibration=calibration, runs=runs,
+                  rl_policies={f"{eta:g}": curve_of(e)[0] for eta, e in sorted(per_policy.items())})
+    return ordered, {n: records[n] for n in ordered}, extras
+
+
 def run_sweeps(out_dir, prepared_dir, segmenter_dir, flownet_dir, rl_dirs, dvsnet_dir, test_videos,
-               rl_thresholds=(0.3, 0.5, 0.7, 0.9), dvsnet_thresholds=(80.0, 85.0, 90.0, 95.0),
-               flow_magnitude_thresholds=(0.5, 1.0, 2.0, 4.0), intervals=(5, 10, 20, 30, 60),
+               target_akis=DEFAULT_TARGET_AKIS, aki_tolerance=0.1, max_calibration_runs=8, min_keys_per_video=8,
+               rl_thresholds=(0.5,), dvsnet_thresholds=(90.0,), flow_magnitude_thresholds=(1.0,), intervals=(),
+               oracle=True, oracle_max_gap=None, oracle_candidate_stride=None, oracle_pairs_per_frame=4,
                max_frames=None, matched_aki_min=25.0, seed=0, timing_frames=40, cache_batch_size=8,
                flow_resolution=None, target_aki=121.0, log=print):
-    """The sweeps stage of `eval.reproduce`: every scheduler over the test videos.
+    """The sweeps stage of `eval.reproduce`: every scheduler over the test videos at calibrated AKIs.
 
     rl_dirs: {kar_limit: rl stage dir}; dvsnet_dir: the DVSNet stage dir (None: no dvsnet curve).
-    dvsnet_thresholds are confidence targets in percent (rl_scheduler DVSNetScheduler).
-    Writes out_dir/points.json (per-point keys and per-frame mIoU for the figures),
-    out_dir/fig8_samples.npz and out_dir/sweeps.json; returns {"curves" (results.json schema),
-    "stage_ms", "matched_aki", "figure_aki", "figure_video", "test_videos", "frames"}.
+    target_akis: the AKIs each knob is calibrated to; those above shortest video / min_keys_per_video
+      are dropped (and listed). aki_tolerance: a point is calibrated within +-this fraction of its
+      target; max_calibration_runs: runs over the test videos per scheduler and target at most.
+    rl_thresholds, dvsnet_thresholds (percent), flow_magnitude_thresholds, intervals (fixed and random
+      K): the calibration's first probes (their median is the start; the others are tried before
+      blind extension steps).
+    oracle: add `curves["oracle"]` (eval.oracle); oracle_max_gap / oracle_candidate_stride: one grid
+      for every target, None: per target G = 2 * target, c = ceil(G / oracle_pairs_per_frame).
+    target_aki: the AKI Fig. 6, 7, 8 compare the schedulers at (capped to what RL reaches).
+    matched_aki_min: accepted for the preset; the claim applies it (eval.report.matched_aki_claim), the
+      sweeps' matched-AKI table covers every target.
+    Writes out_dir/points.json (per-point keys and per-frame mIoU for the figures, the oracle's key
+    frames), out_dir/fig8_samples.npz and out_dir/sweeps.json; returns {"curves" (results.json
+    schema), "stage_ms", "matched_aki", "target_akis", "dropped_target_akis", "unreached",
+    "calibration", "runs", "rl_policies", "figure_aki", "figure_video", "test_videos", "frames", ...}.
     """
     from deeplab_face.data.pipelines import load_video
+    from deeplab_face.errors import ConfigError
     from rl_scheduler import load_dvsnet, load_policy
     from rl_scheduler.cache import VideoCache, load_dff
 
     if not test_videos:
-        from deeplab_face.errors import ConfigError
         raise ConfigError("--test_videos: the sweeps need at least one test video")
     os.makedirs(out_dir, exist_ok=True)
     flow_resolution = flow_resolution or _stage_option(flownet_dir, "flow_resolution", "full")
     dff = load_dff(segmenter_dir, flownet_dir, flow_resolution=flow_resolution)
     num_classes = int(dff.segmenter.output_shape[-1])
     videos = [load_video(prepared_dir, str(v), 0, max_frames) for v in test_videos]
+    frames = [len(images) for images, _ in videos]
+    targets, dropped = select_targets(target_akis, frames, min_keys_per_video)
+    if not targets:
+        raise ConfigError(f"--target_akis: none of {list(target_akis)} fits the shortest test video "
+                          f"({min(frames)} frames) with {min_keys_per_video} keys (--min_keys_per_video)")
+    if dropped:
+        log(f"sweeps: target AKIs {', '.join(f'{t:g}' for t in dropped)} dropped: above the shortest test video "
+            f"({min(frames)} frames) / {min_keys_per_video} keys")
     size = videos[0][0].shape[1]
-    total = sum(len(images) for images, _ in videos)
-    keep_masks = total * size * size * PAIRS_PER_FRAME_ESTIMATE <= MASK_BUDGET_BYTES
+    total = sum(frames)
+    oracle_pairs = 0
+    if oracle:   # the oracle's pairs, for the mask budget and the log
+        for t in targets:
+            c, g = oracle_lib.grid_for(t, max(frames), oracle_max_gap, oracle_candidate_stride, oracle_pairs_per_frame)
+            oracle_pairs += sum(len(oracle_lib.needed_pairs(n, min(c, g, n), min(g, n))) for n in frames)
+    keep_masks = (total * PAIRS_PER_FRAME_ESTIMATE + oracle_pairs) * size * size <= MASK_BUDGET_BYTES
     caches = [VideoCache(dff, images, labels, num_classes=num_classes, batch_size=cache_batch_size,
                          keep_masks=keep_masks) for images, labels in videos]
     policies = {float(eta): load_policy(d) for eta, d in sorted((rl_dirs or {}).items())}
-    dvsnet = load_dvsnet(dvsnet_dir) if dvsnet_dir else None
-    grid = scheduler_grid(policies, dvsnet, rl_thresholds, dvsnet_thresholds, flow_magnitude_thresholds,
-                          intervals, seed)
-    log(f"sweeps: {len(grid)} points over {len(caches)} videos, {total} frames (S={size})")
-    for cache in caches:    # N on every frame, in batches (every frame is a key of some point)
+    makers = _makers(policies, load_dvsnet(dvsnet_dir) if dvsnet_dir else None, seed)
+    log(f"sweeps: {len(makers)} schedulers x target AKIs {', '.join(f'{t:g}' for t in targets)} over "
+        f"{len(caches)} videos, {total} frames (S={size})" + (f"; oracle: {oracle_pairs} pairs" if oracle else ""))
+    for cache in caches:    # N on every frame, in batches (every frame is a key of some run)
         cache.prefetch_keys(range(cache.num_frames))
 
-    representatives = {}
-    for name, _, _, make in grid:   # the middle knob of each scheduler, for its decision time
-        representatives.setdefault(name, []).append(make)
-    representatives = {n: makes[len(makes) // 2]() for n, makes in representatives.items()}
+    probes = {"rl": rl_thresholds, "dvsnet": dvsnet_thresholds, "flow_magnitude": flow_magnitude_thresholds,
+              "fixed": intervals, "random": intervals}
+    representatives = {}    # each scheduler at its start knob, for its decision time
+    for _, name, _, make in makers:
+        if name not in representatives:
+            start = float(np.median(probes[name])) if len(probes[name]) else knob_for(name).start
+            representatives[name] = make(start)
     stage_ms = measure_stage_ms(dff, representatives, videos[0][0][:timing_frames])
     log("stage ms (median): " + ", ".join(f"{k} {v:.2f}" for k, v in stage_ms.items() if k in ("flow", "key", "warp_task"))
         + ", policy " + ", ".join(f"{k} {v:.2f}" for k, v in stage_ms["policy"].items()))
 
-    curves, records = sweep_caches(caches, grid, num_classes, stage_ms, keep_masks, log=log)
+    curves, records, extras = trace_all(caches, makers, targets, num_classes, stage_ms, keep_masks, probes,
+                                        aki_tolerance, max_calibration_runs, log=log)
+    placements = {}
+    if oracle:
+        before = sum(c.pair_computations for c in caches)
+        curves["oracle"], placements = oracle_lib.oracle_curve(
+            caches, targets, oracle_max_gap, oracle_candidate_stride, oracle_pairs_per_frame,
+            tolerance=aki_tolerance, verbose=log is print, log=log)
+        log(f"sweeps: oracle computed {sum(c.pair_computations for c in caches) - before} new pairs")
     figure_aki, chosen = figure_points(records, target_aki)
     samples = fig8_samples(dff, *videos[0], records, chosen, num_classes, cache=caches[0])
     np.savez_compressed(os.path.join(out_dir, "fig8_samples.npz"), **samples)
-    grid_akis = [a for a in (25, 30, 40, 50, 60, 80, 100, 121, 150, 200) if a >= matched_aki_min]
-    result = dict(curves=curves, stage_ms=stage_ms, matched_aki=matched_aki_table(curves, grid_akis),
+    result = dict(curves=curves, stage_ms=stage_ms, target_akis=targets, dropped_target_akis=dropped,
+                  aki_tolerance=aki_tolerance, matched_aki=matched_aki_table(curves, targets, aki_tolerance),
+                  unreached=unreached(curves, targets, aki_tolerance), **extras,
+                  pair_computations=int(sum(c.pair_computations for c in caches)),
                   figure_aki=figure_aki, figure_video=str(test_videos[0]), test_videos=[str(v) for v in test_videos],
                   frames=total, keep_masks=keep_masks,
                   fps_formula="1000*frames/(keys*key + non_keys*warp_task + flows*flow + decisions*policy)")
     with open(os.path.join(out_dir, "points.json"), "w") as f:
-        json.dump(dict(records=records, chosen=chosen, figure_aki=figure_aki,
-                       figure_video=str(test_videos[0]), frames_per_video=[len(i) for i, _ in videos]), f)
+        json.dump(dict(records=records, chosen=chosen, figure_aki=figure_aki, figure_video=str(test_videos[0]),
+                       frames_per_video=frames, oracle_keys={f"{t:g}": k for t, k in placements.items()}), f)
     with open(os.path.join(out_dir, "sweeps.json"), "w") as f:
         json.dump(result, f, indent=1)
     return result

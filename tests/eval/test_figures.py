@@ -19,10 +19,16 @@ def _fake_workdir(root):
                           threshold=float(a)) for a in (2.0, 10.0, 40.0)]
               for name in ("rl", "dvsnet", "flow_magnitude", "fixed", "random")}
     for p in curves["rl"]:
-        p["kar_limit"] = 0.14
+        p.update(kar_limit=0.14, target_aki=p["aki"], calibrated=True)
+    curves["dvsnet"][-1].update(target_aki=25.0, calibrated=False)    # a missed target: drawn hollow
+    curves["oracle"] = [dict(aki=a, miou=80.0 - a / 10, fps=None, threshold=100 / a, target_aki=a, calibrated=True)
+                        for a in (2.0, 10.0, 40.0)]
+    rl_policies = {"0.04": [dict(p, kar_limit=0.04, miou=p["miou"] - 1) for p in curves["rl"]],
+                   "0.14": curves["rl"]}
     table1 = [dict(model="DeepLab-V3+ (MobileNet-V2)", scales=[1.25, 1.75], miou=61.234, fps=12.0),
               dict(model="FlowNet2-s", scales=[], miou=55.0, fps=99.0)]
-    (root / "results.json").write_text(json.dumps({"curves": curves, "table1": table1}))
+    (root / "results.json").write_text(json.dumps({"curves": curves, "table1": table1,
+                                                   "sweeps": {"rl_policies": rl_policies}}))
     sweeps = root / "sweeps"
     sweeps.mkdir()
     records = {name: [dict(aki=10.0, miou=60.0, keys=[[0, 8, 20, 31], [0, 15]],
@@ -51,6 +57,21 @@ def test_make_figures_writes_every_figure(tmp_path):
     table = (tmp_path / "figures" / "table1.md").read_text()
     assert "| DeepLab-V3+ (MobileNet-V2) | 1.25, 1.75 | 61.23 | 12.0 |" in table
     assert "| FlowNet2-s | N/A | 55.00 | 99.0 |" in table
+
+
+def test_fig4_draws_the_oracle_dashed_as_an_upper_bound(tmp_path, monkeypatch):
+    _fake_workdir(tmp_path)
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.append(fig) or path)
+    results = json.loads((tmp_path / "results.json").read_text())
+    figures.fig4_curves(results["curves"], str(tmp_path / "f.png"), results["sweeps"]["rl_policies"])
+    left, right = drawn[0].axes
+    lines = {line.get_label(): line for line in left.get_lines()}
+    assert lines["oracle (upper bound)"].get_linestyle() == "--"
+    assert "RL (ours), KAR limit 0.04" in lines and "RL (ours)" in lines
+    assert "oracle (upper bound)" not in {line.get_label() for line in right.get_lines()}   # it has no FPS
+    hollow = [line for line in left.get_lines() if line.get_markerfacecolor() == "white"]
+    assert len(hollow) == 1 and list(hollow[0].get_xdata()) == [40.0]   # dvsnet's missed target
 
 
 def test_missing_inputs_are_reported_not_fatal(tmp_path):

@@ -24,12 +24,16 @@ def test_results_json_follows_the_schema(smoke_run):
     on_disk = json.loads((workdir / "results.json").read_text())
     assert on_disk["config"]["name"] == "smoke"
     assert on_disk["config"]["kar_limits"] == list(presets.SMOKE.kar_limits)
-    assert set(on_disk["curves"]) == set(SCHEDULERS)
+    assert set(on_disk["curves"]) == set(SCHEDULERS) | {"oracle"}
     for name, points in on_disk["curves"].items():
-        assert points, name
+        assert points, name      # at least one measured point per scheduler (24-frame videos: target 2)
         for point in points:
-            assert set(point) >= {"aki", "miou", "fps", "threshold"}
-            assert point["aki"] >= 1.0 and 0.0 <= point["miou"] <= 100.0 and point["fps"] > 0
+            assert set(point) >= {"aki", "miou", "fps", "threshold", "target_aki", "calibrated"}
+            assert point["aki"] >= 1.0 and 0.0 <= point["miou"] <= 100.0 and point["target_aki"] == 2.0
+            assert point["fps"] is None if name == "oracle" else point["fps"] > 0
+    sweeps = on_disk["sweeps"]
+    assert sweeps["target_akis"] == [2.0] and 5.0 in sweeps["dropped_target_akis"]
+    assert on_disk["curves"]["oracle"][0]["calibrated"]
     models = [row["model"] for row in on_disk["table1"]]
     assert "FlowNet2-s" in models and len(models) == 3      # N at two scale sets + the flow row
     for row in on_disk["table1"]:
@@ -79,16 +83,31 @@ def test_paper_config_needs_data_dir(tmp_path):
 
 
 def test_claim_compares_rl_with_the_best_baseline_at_matched_aki():
-    curves = {"rl": [{"aki": 10, "miou": 70.0}, {"aki": 40, "miou": 68.0}],
-              "fixed": [{"aki": 10, "miou": 71.0}, {"aki": 40, "miou": 60.0}],
-              "random": [{"aki": 10, "miou": 69.0}, {"aki": 40, "miou": 67.5}]}
+    point = lambda aki, miou, target, calibrated=True: dict(aki=aki, miou=miou, target_aki=target,  # noqa: E731
+                                                             calibrated=calibrated)
+    curves = {"rl": [point(10, 70.0, 10), point(26, 69.0, 25), point(41, 68.0, 40)],
+              "fixed": [point(10, 71.0, 10), point(25, 64.0, 25), point(40, 60.0, 40)],
+              "random": [point(10, 69.0, 10), point(24, 66.0, 25), point(58, 67.5, 40, calibrated=False)],
+              "oracle": [point(10, 75.0, 10), point(25, 74.0, 25), point(40, 70.0, 40)]}
     claim = report.matched_aki_claim(curves, aki_min=25.0)
-    assert [row["aki"] for row in claim["points"]] == [25, 30, 40]
-    at_40 = claim["points"][-1]
-    assert at_40["best_baseline"] == "random" and at_40["difference"] == pytest.approx(0.5)
+    assert [row["aki"] for row in claim["points"]] == [25.0, 40.0]
+    at_25, at_40 = claim["points"]
+    assert at_25["best_baseline"] == "random" and at_25["difference"] == pytest.approx(3.0)
+    # random missed 40 (its nearest measurement is at AKI 58): fixed is the baseline there, no chord
+    assert at_40["best_baseline"] == "fixed" and at_40["difference"] == pytest.approx(8.0)
+    assert at_40["rl_aki"] == 41 and at_40["baseline_aki"] == 40
+    assert claim["met"] is True and claim["unreached"] == {"random": [40.0]}
+    shares = {r["aki"]: r["share"] for r in claim["oracle_share"]}
+    assert shares[10.0] == pytest.approx(-0.25) and shares[25.0] == pytest.approx(0.5)
+    assert shares[40.0] == pytest.approx(0.8)
+    curves["rl"][1]["miou"] = 65.0
+    claim = report.matched_aki_claim(curves, aki_min=25.0)
     assert claim["met"] is False and "not met" in claim["statement"]
-    unreachable = report.matched_aki_claim({"rl": [{"aki": 5, "miou": 1.0}], "fixed": curves["fixed"]})
+    unreachable = report.matched_aki_claim({"rl": [point(1.45, 1.0, 25, calibrated=False)], "fixed": curves["fixed"]})
     assert unreachable["measured"] is False and "Not measurable" in unreachable["statement"]
+    assert "(rl missed 10, 25, 40)" in unreachable["statement"]
+    legacy = report.matched_aki_claim({"rl": [{"aki": 40, "miou": 70.0}], "fixed": [{"aki": 41, "miou": 60.0}]})
+    assert [row["aki"] for row in legacy["points"]] == [40.0]     # hand-written points: the AKI grid
 
 
 def _fake_300vw(root, ids):

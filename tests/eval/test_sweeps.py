@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from eval import sweeps
+from eval.calibrate import in_band
 from tests.eval.test_runtime import CROP, NUM_CLASSES, moving_frames, tiny_checkpoints, tiny_dff  # noqa: F401
 
 
@@ -51,15 +52,25 @@ def test_model_time_fps_formula():
     assert sweeps.model_time_fps(keys, "fixed", stage_ms) == pytest.approx(5000 / 104.4)
 
 
-def test_miou_at_aki_interpolates_in_log_aki_on_the_frontier():
-    curve = [{"aki": 10.0, "miou": 70.0}, {"aki": 40.0, "miou": 60.0}, {"aki": 20.0, "miou": 50.0}]
-    # (20, 50) is beaten by (40, 60): the frontier is 10 -> 40
-    assert sweeps.upper_frontier(curve) == [(10.0, 70.0), (40.0, 60.0)]
-    assert sweeps.miou_at_aki(curve, 20.0) == pytest.approx(65.0)    # log 20 is halfway from 10 to 40
-    assert sweeps.miou_at_aki(curve, 10.0) == pytest.approx(70.0)
-    assert sweeps.miou_at_aki(curve, 50.0) is None and sweeps.miou_at_aki(curve, 5.0) is None
-    table = sweeps.matched_aki_table({"a": curve, "b": [{"aki": 20.0, "miou": 1.0}]}, [20.0])
-    assert table == {20.0: {"a": pytest.approx(65.0), "b": 1.0}}
+def test_matched_aki_reads_calibrated_points_only_and_never_interpolates():
+    curve = [{"aki": 10.5, "miou": 70.0, "target_aki": 10.0, "calibrated": True},
+             {"aki": 40.0, "miou": 60.0, "target_aki": 25.0, "calibrated": False},   # a miss: not at 25
+             {"aki": 1.45, "miou": 80.0, "target_aki": 2.0, "calibrated": False}]
+    assert sweeps.point_at_target(curve, 10.0)["miou"] == 70.0
+    assert sweeps.point_at_target(curve, 25.0) is None and sweeps.point_at_target(curve, 2.0) is None
+    assert sweeps.point_at_target(curve, 20.0) is None      # no chord between 10.5 and 40
+    # a hand-written curve without flags: a point counts at a target within +-10 % of its AKI
+    legacy = [{"aki": 9.5, "miou": 1.0}, {"aki": 10.8, "miou": 2.0}]
+    assert sweeps.point_at_target(legacy, 10.0)["miou"] == 1.0     # the nearer AKI (log)
+    table = sweeps.matched_aki_table({"a": curve, "b": legacy}, [10.0, 25.0])
+    assert table == {10.0: {"a": 70.0, "b": 1.0}, 25.0: {"a": None, "b": None}}
+    assert sweeps.unreached({"a": curve, "b": legacy}, [2.0, 10.0, 25.0]) == {"a": [2.0, 25.0], "b": [2.0, 25.0]}
+
+
+def test_targets_keep_eight_keys_per_video():
+    kept, dropped = sweeps.select_targets((2, 5, 10, 25, 50, 100, 150, 200), [200, 240, 1600])
+    assert kept == [2.0, 5.0, 10.0, 25.0] and dropped == [50.0, 100.0, 150.0, 200.0]
+    assert sweeps.select_targets((2, 5), [24])[0] == [2.0]     # the smoke preset's 24-frame videos
 
 
 def _write_prepared(prepared_dir, videos):
@@ -82,23 +93,46 @@ def test_run_sweeps_end_to_end(tmp_path, tiny_checkpoints):  # noqa: F811
     lines = []
     result = sweeps.run_sweeps(str(tmp_path / "sweeps"), prepared, ck("segmenter"), ck("flownet"),
                                {0.14: ck("rl_eta0.14")}, ck("dvsnet"), ["001", "002"],
-                               rl_thresholds=(-1.0, 2.0), dvsnet_thresholds=(50.0,),
-                               flow_magnitude_thresholds=(1e9,), intervals=(4,), timing_frames=6,
-                               log=lines.append)
+                               target_akis=(2, 4, 50), min_keys_per_video=2, max_calibration_runs=4,
+                               rl_thresholds=(0.5,), dvsnet_thresholds=(50.0,), flow_magnitude_thresholds=(1.0,),
+                               timing_frames=6, log=lines.append)
+    assert result["target_akis"] == [2.0, 4.0] and result["dropped_target_akis"] == [50.0]
     curves = result["curves"]
-    assert set(curves) == {"rl", "dvsnet", "flow_magnitude", "fixed", "random"}
-    for points in curves.values():
+    assert set(curves) == {"rl", "dvsnet", "flow_magnitude", "fixed", "random", "oracle"}
+    for name, points in curves.items():
+        assert points, name
         for p in points:
-            assert p["aki"] >= 1.0 and 0.0 <= p["miou"] <= 100.0 and p["fps"] > 0 and "threshold" in p
-            assert 0.0 <= p["flicker"] <= 1.0
-    rl = {p["threshold"]: p for p in curves["rl"]}
-    assert rl[-1.0]["aki"] == 1.0 and rl[2.0]["aki"] == 11.0   # every frame a key / only forced keys
-    assert rl[-1.0]["kar_limit"] == 0.14 and rl[-1.0]["fps"] < rl[2.0]["fps"]
-    assert curves["fixed"][0]["aki"] == pytest.approx(22 / 6)   # keys 0, 4, 8 of 12 + 0, 4, 8 of 10
+            assert p["aki"] >= 1.0 and 0.0 <= p["miou"] <= 100.0 and "threshold" in p
+            assert p["target_aki"] in (2.0, 4.0) and isinstance(p["calibrated"], bool)
+            assert p["calibrated"] == in_band(p["aki"], p["target_aki"], 0.1)
+            if name != "oracle":
+                assert p["fps"] > 0 and 0.0 <= p["flicker"] <= 1.0
+    assert all(p["fps"] is None for p in curves["oracle"])
+    assert all(p["kar_limit"] == 0.14 for p in curves["rl"]) and list(result["rl_policies"]) == ["0.14"]
+    # fixed K is chosen from the target: K = 2 and 4 give exactly AKI 2 and 22 / 6
+    fixed = {p["target_aki"]: p for p in curves["fixed"]}
+    assert fixed[2.0]["threshold"] == 2.0 and fixed[2.0]["aki"] == 2.0 and fixed[2.0]["calibrated"]
+    assert fixed[4.0]["aki"] == pytest.approx(22 / 6)            # keys 0, 4, 8 of 12 + 0, 4, 8 of 10
+    oracle = {p["target_aki"]: p for p in curves["oracle"]}
+    assert oracle[2.0]["keys"] == 11 and oracle[2.0]["aki"] == 2.0
+    # the matched-AKI table holds exactly the calibrated points
+    for target, row in result["matched_aki"].items():
+        for name, miou in row.items():
+            calibrated = [p for p in curves[name] if p["calibrated"] and p["target_aki"] == target]
+            assert (miou is None) == (not calibrated)
+    assert set(result["calibration"]) == {"rl_eta0.14", "dvsnet", "flow_magnitude", "fixed", "random"}
+    for name, rows in result["calibration"].items():
+        assert [r["target_aki"] for r in rows] == [2.0, 4.0]
+        assert all(r["calibrated"] or r["reason"] in ("out_of_range", "jump", "max_runs") for r in rows)
+        assert all(r["new_runs"] <= 4 for r in rows)
+    assert result["runs"]["fixed"] == 2 and result["runs"]["random"] <= 2   # one run per chosen K
     on_disk = json.loads((tmp_path / "sweeps" / "points.json").read_text())
-    fixed = on_disk["records"]["fixed"][0]
-    assert fixed["keys"] == [[0, 4, 8], [0, 4, 8]] and len(fixed["frame_miou"]) == 12
+    fixed_record = [r for r in on_disk["records"]["fixed"] if r["threshold"] == 4.0][0]
+    assert fixed_record["keys"] == [[0, 4, 8], [0, 4, 8]] and len(fixed_record["frame_miou"]) == 12
+    assert "oracle" not in on_disk["records"] and len(on_disk["oracle_keys"]["2"]) == 2
+    assert json.loads((tmp_path / "sweeps" / "sweeps.json").read_text())["target_akis"] == [2.0, 4.0]
     samples = np.load(tmp_path / "sweeps" / "fig8_samples.npz")
     assert samples["images"].shape[1:] == (CROP, CROP, 3) and samples["mask_rl"].shape[1:] == (CROP, CROP)
     assert not samples["is_key_rl"].any()
-    assert set(result["stage_ms"]["policy"]) == set(curves) and result["stage_ms"]["key"] > 0
+    assert set(result["stage_ms"]["policy"]) == set(curves) - {"oracle"} and result["stage_ms"]["key"] > 0
+    assert any("dropped" in line for line in lines) and any("oracle AKI 2" in line for line in lines)
