@@ -2,22 +2,29 @@
 
     python -m eval.segment_video --video=V --checkpoints=W/checkpoints --scheduler=NAME
         --output=OUT.mp4 --log=OUT.csv [--crop=whole|detect|landmarks] [--threshold=...]
+        [--target_aki=N | --target_fps=F]
 
 V is a video file or a camera index (0, 1, ...). Each frame is cropped to the face (whole frame,
 OpenCV's Haar detector re-run on key frames with the box smoothed over time, or 300VW landmarks),
 segmented by `eval.runtime.DynamicSegmenter` (N on key frames, FlowNet2-s + warp otherwise), and the
 mask is drawn back onto the full frame: OUT.mp4 (mp4v; class colours; key frames framed in red) and
 OUT.csv, one row per frame: frame (0-based), is_key, score, flow_magnitude, ms_flow, ms_policy,
-ms_key, ms_warp_task, ms_total (model milliseconds; decoding, cropping and drawing excluded).
+ms_key, ms_warp_task, ms_total (model milliseconds; decoding, cropping and drawing excluded), knob
+(the scheduler's threshold the frame was decided with), running_aki and running_fps (over the last
+max(90, 4 x target AKI) frames, eval.budget) and knob_bound ("min"/"max" where budget mode pushed the
+knob against a bound it cannot pass).
 
 Checkpoints (WORKSPACE.md): W/checkpoints/segmenter, W/checkpoints/flownet, W/checkpoints/dvsnet
 and W/checkpoints/rl_eta<limit> (--rl_stage picks one; default rl_eta0.06 if present, else the
-first). Face boxes: a square (x0, y0, side) in frame pixels, cut with the crop recipe's
-conventions (deeplab_face.data.crop: half-pixel centres, bilinear, grey outside the frame).
+lowest limit). The rl threshold defaults to the policy's calibrated operating threshold (its
+config.json; eval.runtime.rl_threshold). Budget mode (--target_aki / --target_fps) turns the
+scheduler's knob online to hold the target (eval.budget.BudgetController). Face boxes: a square
+(x0, y0, side) in frame pixels, cut with the crop recipe's conventions (deeplab_face.data.crop:
+half-pixel centres, bilinear, grey outside the frame).
 """
 import csv
-import glob
 import os
+import sys
 import time
 
 import cv2
@@ -26,14 +33,14 @@ from absl import flags
 
 from deeplab_face import cli
 from deeplab_face.data.crop import CROP_MARGIN, IMAGE_PAD_VALUE, square_box
-from deeplab_face.errors import CheckpointError, ConfigError, DataError
+from deeplab_face.errors import ConfigError, DataError
+from eval.runtime import DEFAULT_RL_STAGE, load_pipeline
 
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"   # bundled with opencv-python(-headless) 4.x
 BOX_SMOOTHING = 0.5     # EMA weight of a new detection (the rest is the previous box)
 BOX_RESET_IOU = 0.3     # a detection overlapping the smoothed box less than this replaces it
-DEFAULT_RL_STAGE = "rl_eta0.06"   # the paper's middle KAR limit
 CSV_COLUMNS = ("frame", "is_key", "score", "flow_magnitude", "ms_flow", "ms_policy", "ms_key",
-               "ms_warp_task", "ms_total")
+               "ms_warp_task", "ms_total", "knob", "running_aki", "running_fps", "knob_bound")
 KEY_COLOUR = (255, 40, 40)   # RGB
 
 
@@ -160,57 +167,7 @@ def make_box_source(mode, annotations=None):
     raise ConfigError(f"--crop: {mode!r} is not one of whole, detect, landmarks")
 
 
-# -- checkpoints and video ------------------------------------------------------------------------
-def _stage_dir(checkpoints, name):
-    path = os.path.join(checkpoints, name)
-    if not os.path.isdir(path):
-        raise CheckpointError(f"{path}: missing checkpoint stage (train it first, WORKSPACE.md)")
-    return path
-
-
-def _rl_stage(checkpoints, rl_stage):
-    if rl_stage:
-        return _stage_dir(checkpoints, rl_stage)
-    stages = sorted(os.path.basename(p) for p in glob.glob(os.path.join(checkpoints, "rl_eta*")))
-    if not stages:
-        raise CheckpointError(f"{os.path.join(checkpoints, 'rl_eta*')}: no RL stage (train one, or "
-                              f"choose another --scheduler)")
-    return _stage_dir(checkpoints, DEFAULT_RL_STAGE if DEFAULT_RL_STAGE in stages else stages[0])
-
-
-def load_pipeline(checkpoints, scheduler="rl", threshold=None, rl_stage=None, seed=0, flow_resolution=None):
-    """(DeepFeatureFlow, KeyScheduler) from a checkpoints folder (stage layout, WORKSPACE.md)."""
-    import json
-
-    from rl_scheduler import load_dvsnet, load_policy
-    from rl_scheduler.cache import load_dff
-    from rl_scheduler.schedulers import make_scheduler
-
-    if not os.path.isdir(checkpoints):
-        raise CheckpointError(f"{checkpoints}: --checkpoints is not a directory")
-    flownet_dir = _stage_dir(checkpoints, "flownet")
-    if flow_resolution is None:   # the resolution F was fine-tuned at, when its config says
-        try:
-            with open(os.path.join(flownet_dir, "config.json")) as f:
-                stage_config = json.load(f)
-            flow_resolution = stage_config.get("flow_resolution") or \
-                (stage_config.get("training") or {}).get("flow_resolution") or "full"
-        except (OSError, ValueError):
-            flow_resolution = "full"
-    dff = load_dff(_stage_dir(checkpoints, "segmenter"), flownet_dir, flow_resolution=flow_resolution)
-    options = {} if threshold is None else {"threshold": threshold}
-    if scheduler == "rl":
-        policy = load_policy(_rl_stage(checkpoints, rl_stage))
-        training = (getattr(policy, "stage_config", {}) or {}).get("training") or {}
-        options.update({k: training[k] for k in ("window", "kar_prefill", "lkd_scale") if k in training})
-        options["policy"] = policy
-    elif scheduler == "dvsnet":
-        options["network"] = load_dvsnet(_stage_dir(checkpoints, "dvsnet"))
-    elif scheduler == "random":
-        options["seed"] = seed
-    return dff, make_scheduler(scheduler, **options)
-
-
+# -- video ----------------------------------------------------------------------------------------
 def open_video(video):
     """cv2.VideoCapture of a file, or of a camera when `video` is an index; DataError if unreadable."""
     source = int(video) if str(video).isdigit() and not os.path.exists(str(video)) else str(video)
@@ -248,7 +205,7 @@ def draw(frame, mask, box, result, scheduler_name):
     if result.is_key:
         cv2.rectangle(picture, (0, 0), (width - 1, height - 1), KEY_COLOUR, 2 * thickness)
     text = (f"{result.index} {scheduler_name}{' KEY' if result.is_key else ''} "
-            f"score {result.score:.3g} {result.ms['total']:.0f} ms")
+            f"score {result.score:.3g} knob {result.knob:.3g} {result.ms['total']:.0f} ms")
     scale = max(0.4, min(height, width) / 700)
     cv2.putText(picture, text, (2 * thickness + 4, int(24 * scale) + 2 * thickness), cv2.FONT_HERSHEY_SIMPLEX,
                 scale, KEY_COLOUR if result.is_key else (255, 255, 255), max(1, thickness // 2), cv2.LINE_AA)
@@ -257,21 +214,38 @@ def draw(frame, mask, box, result, scheduler_name):
 
 def segment_video(video, checkpoints, scheduler="rl", output="segmented.mp4", log="segmented.csv",
                   crop_mode="whole", threshold=None, annotations=None, rl_stage=None, max_frames=None,
-                  seed=0, flow_resolution=None, verbose=1):
+                  seed=0, flow_resolution=None, target_aki=None, target_fps=None, budget_gain=None, verbose=1):
     """Segments `video` (path or camera index) and writes `output` (mp4v) and `log` (CSV).
 
-    Returns {"frames", "keys", "aki", "model_fps", "end_to_end_fps", "output", "log"}; model FPS from
-    the runtime's per-stage milliseconds (eval.metrics.model_fps), end-to-end FPS from the wall clock.
+    target_aki / target_fps: budget mode (eval.budget): the scheduler's knob, starting from
+    `threshold` (or the scheduler's default), is turned online to hold that AKI or model FPS.
+    Returns {"frames", "keys", "aki", "model_fps", "end_to_end_fps", "output", "log", "knob",
+    "saturated_frames"}; model FPS from the runtime's per-stage milliseconds (eval.metrics.model_fps),
+    end-to-end FPS from the wall clock; knob: its final value; saturated_frames: frames budget mode
+    spent pushing the knob against a bound.
     """
     import keras
 
-    from eval import metrics
+    from eval import budget, metrics
     from eval.runtime import DynamicSegmenter
 
+    def say(line):   # progress lines when verbose; warnings always, on stderr
+        if line.startswith("warning"):
+            print(line, file=sys.stderr, flush=True)
+        elif verbose:
+            print(line, flush=True)
+
+    gain = budget.DEFAULT_GAIN if budget_gain is None else budget_gain
+    budget.check_targets(target_aki, target_fps, gain)   # flag errors before any model loads
     boxes = make_box_source(crop_mode, annotations)
     capture = open_video(video)
-    dff, key_scheduler = load_pipeline(checkpoints, scheduler, threshold, rl_stage, seed, flow_resolution)
-    runtime = DynamicSegmenter(dff, key_scheduler)
+    dff, key_scheduler = load_pipeline(checkpoints, scheduler, threshold, rl_stage, seed, flow_resolution, log=say)
+    controller = budget.BudgetController(key_scheduler, target_aki, target_fps, gain=gain, log=say)
+    if controller.active:
+        say(f"budget mode: target {'AKI %g' % target_aki if target_aki else '%g FPS (model time)' % target_fps}, "
+            f"{scheduler} {controller.knob_spec.label} from {key_scheduler.threshold:g} "
+            f"in [{controller.knob_spec.low:g}, {controller.knob_spec.high:g}], gain {gain:g}")
+    runtime = DynamicSegmenter(dff, key_scheduler, budget=controller)
     runtime.warm_up()   # compile before the clock starts
     size = dff.crop_size
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
@@ -282,8 +256,8 @@ def segment_video(video, checkpoints, scheduler="rl", output="segmented.mp4", lo
     for path in (output, log):
         if os.path.dirname(os.path.abspath(path)):
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    writer, rows, keys, ms = None, 0, 0, []
-    bar = keras.utils.Progbar(total, verbose=verbose, stateful_metrics=["aki", "model_fps"])
+    writer, rows, keys, ms, sum_ms = None, 0, 0, [], 0.0
+    bar = keras.utils.Progbar(total, verbose=verbose, stateful_metrics=["aki", "model_fps", "knob"])
     start = time.perf_counter()
     try:
         with open(log, "w", newline="") as log_file:
@@ -306,21 +280,29 @@ def segment_video(video, checkpoints, scheduler="rl", output="segmented.mp4", lo
                         raise DataError(f"{output}: OpenCV cannot open an mp4v writer")
                 writer.write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
                 table.writerow([result.index, int(result.is_key), f"{result.score:.6g}",
-                                f"{result.flow_magnitude:.6g}"] + [f"{result.ms[s]:.3f}" for s in
-                                                                   ("flow", "policy", "key", "warp_task", "total")])
+                                f"{result.flow_magnitude:.6g}"]
+                               + [f"{result.ms[s]:.3f}" for s in ("flow", "policy", "key", "warp_task", "total")]
+                               + [f"{result.knob:.6g}", f"{controller.running_aki:.4g}",
+                                  f"{controller.running_fps:.4g}", controller.bound])
                 rows, keys = rows + 1, keys + int(result.is_key)
-                ms.append(result.ms)
-                bar.update(rows, [("aki", rows / keys), ("model_fps", metrics.model_fps(ms))])
+                ms.append(result.ms["total"])   # one float a frame: a long video stays small
+                sum_ms += ms[-1]                  # running sum: no O(frames) pass per frame
+                bar.update(rows, [("aki", rows / keys), ("model_fps", 1000.0 * rows / max(sum_ms, 1e-9)),
+                                  ("knob", controller.knob)])
     finally:
         capture.release()
         if writer is not None:
             writer.release()
     seconds = time.perf_counter() - start
     summary = dict(frames=rows, keys=keys, aki=rows / max(keys, 1), model_fps=metrics.model_fps(ms),
-                   end_to_end_fps=metrics.end_to_end_fps(rows, seconds), output=output, log=log)
-    if verbose:
-        print(f"{rows} frames, {keys} keys (AKI {summary['aki']:.1f}), {summary['model_fps']:.1f} FPS model time, "
-              f"{summary['end_to_end_fps']:.1f} FPS end to end -> {output}, {log}")
+                   end_to_end_fps=metrics.end_to_end_fps(rows, seconds), output=output, log=log,
+                   knob=controller.knob, saturated_frames=controller.saturated_frames)
+    say(f"{rows} frames, {keys} keys (AKI {summary['aki']:.1f}), {summary['model_fps']:.1f} FPS model time, "
+        f"{summary['end_to_end_fps']:.1f} FPS end to end -> {output}, {log}")
+    if controller.active:
+        say(f"budget mode: final {controller.knob_spec.label} {controller.knob:.4g}, running AKI "
+            f"{controller.running_aki:.3g}, running {controller.running_fps:.3g} FPS; knob at a bound on "
+            f"{controller.saturated_frames} of {rows} frames")
     return summary
 
 
@@ -338,10 +320,22 @@ def define_flags():
                       "to S; OpenCV's Haar face detector (re-run on key frames, box smoothed); or 300VW "
                       "landmarks from --annotations.")
     flags.DEFINE_float("threshold", None, "The scheduler's knob (rl: tau on P(key); dvsnet: target in "
-                       "percent; flow_magnitude: pixels; fixed/random: interval K). Default: the scheduler's.")
+                       "percent; flow_magnitude: pixels; fixed/random: interval K). Default: the scheduler's; "
+                       "rl: the policy's calibrated operating_threshold (config.json), else its training tau "
+                       "with a warning. In budget mode: the knob's starting value.")
+    flags.DEFINE_float("target_aki", None, "Budget mode: turn the knob online so that the running AKI (frames "
+                       "per key) stays near this (>= 1). Knob bounds: rl tau [1e-6, 1-1e-6], dvsnet [0.01, "
+                       "99.99] %, flow_magnitude [1e-3, 1e3] px, fixed/random K [1, 1e4]; a target past them "
+                       "leaves the knob at its bound, said in the output and the CSV's knob_bound.")
+    flags.DEFINE_float("target_fps", None, "Budget mode: hold this model-time FPS instead (eval.metrics."
+                       "model_fps): converted to a key rate from the running median ms of the key and non-key "
+                       "paths, then as --target_aki. Not with --target_aki.")
+    flags.DEFINE_float("budget_gain", None, "Budget mode: knob step per missing or extra key, in log (logit for "
+                       "tau and the dvsnet target) units; higher settles faster and jitters more. Default "
+                       "eval.budget.DEFAULT_GAIN.")
     flags.DEFINE_string("annotations", None, "For --crop=landmarks: folder of 300VW .pts files (000001.pts = frame 1).")
-    flags.DEFINE_string("rl_stage", None, f"RL stage under --checkpoints (default {DEFAULT_RL_STAGE} if present, "
-                        "else the first rl_eta*).")
+    flags.DEFINE_string("rl_stage", None, "RL stage under --checkpoints: rl_eta<limit> or the bare limit "
+                        f"(default {DEFAULT_RL_STAGE} if present, else the lowest limit; a missing one is an error).")
     flags.DEFINE_integer("max_frames", None, "Stop after this many frames.")
     flags.DEFINE_enum("flow_resolution", None, ["full", "half"], "Flow-net input size (default: F's training setting).")
     flags.DEFINE_integer("seed", 0, "Seed (random scheduler).")
@@ -358,7 +352,7 @@ def main(argv):
     keras.utils.set_random_seed(FLAGS.seed)
     segment_video(FLAGS.video, FLAGS.checkpoints, FLAGS.scheduler, FLAGS.output, FLAGS.log, FLAGS.crop,
                   FLAGS.threshold, FLAGS.annotations, FLAGS.rl_stage, FLAGS.max_frames, FLAGS.seed,
-                  FLAGS.flow_resolution)
+                  FLAGS.flow_resolution, FLAGS.target_aki, FLAGS.target_fps, FLAGS.budget_gain)
 
 
 if __name__ == "__main__":
