@@ -8,6 +8,7 @@ a pair visited by many trials or many sweeps costs one propagation. Missing
 entries are computed in fixed-size batches: one compiled call per batch.
 """
 import collections
+import os
 
 import keras
 import numpy as np
@@ -153,6 +154,69 @@ class VideoCache:
                     magnitude, rewards.pixel_accuracy(mask, key_mask),
                     rewards.mean_iou(rewards.confusion_matrix(mask, key_mask, self.num_classes))))
             self.pair_computations += len(chunk)
+
+    def prefetch_gaps(self, max_gap, log=None):
+        """Every pair (k, i) with 0 < i - k <= max_gap, in batched passes (the pair table that
+        training trials and their span credit read; farther pairs stay on demand)."""
+        import keras
+
+        pairs = [(k, i) for k in range(self.num_frames)
+                 for i in range(k + 1, min(k + max_gap, self.num_frames - 1) + 1) if (k, i) not in self._pairs]
+        block = 64 * self.batch_size
+        bar = keras.utils.Progbar(len(pairs), verbose=1 if log else 0, unit_name="pair")
+        for start in range(0, len(pairs), block):
+            self.prefetch_pairs(pairs[start:start + block])
+            bar.update(min(start + block, len(pairs)))
+        return len(pairs)
+
+    # -- a pair table on disk (shared by the trainings of several stages) -----------------------
+    def save_table(self, path):
+        """Write the key and pair scores with the kept taps as one .npz (no masks); atomic."""
+        keys = sorted(self._keys)
+        pairs = sorted(self._pairs)
+        arrays = dict(key_index=np.asarray(keys, np.int64).reshape(-1),
+                      key_miou=np.asarray([self._keys[i].miou for i in keys], np.float64),
+                      pair_index=np.asarray(pairs, np.int64).reshape(-1, 2))
+        if self.labels is not None:
+            arrays["key_confusion"] = np.stack([self._keys[i].confusion for i in keys]) if keys else \
+                np.zeros((0, self.num_classes, self.num_classes), np.int64)
+            arrays["pair_confusion"] = np.stack([self._pairs[p].confusion for p in pairs]) if pairs else \
+                np.zeros((0, self.num_classes, self.num_classes), np.int64)
+        for field in ("miou", "flow_magnitude", "agreement", "pseudo_miou"):
+            arrays[f"pair_{field}"] = np.asarray([getattr(self._pairs[p], field) for p in pairs], np.float64)
+        for tap in self.keep_taps:
+            if pairs:
+                arrays[f"pair_{tap}"] = np.concatenate([getattr(self._pairs[p], tap) for p in pairs])
+        tmp = f"{path}.tmp.npz"
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+
+    def load_table(self, path):
+        """Read a `save_table` file into the cache; a file of another shape is a DataError."""
+        from deeplab_face.errors import DataError
+
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: not a readable pair table ({e})") from None
+        missing = [t for t in self.keep_taps if f"pair_{t}" not in arrays and len(arrays["pair_index"])]
+        if missing or "key_index" not in arrays:
+            raise DataError(f"{path}: pair table lacks {', '.join(missing) or 'key_index'}")
+        if len(arrays["key_index"]) and arrays["key_index"].max() >= self.num_frames:
+            raise DataError(f"{path}: pair table has frame {arrays['key_index'].max()} but the video has "
+                            f"{self.num_frames} frames")
+        confusion = arrays.get("key_confusion")
+        for n, i in enumerate(arrays["key_index"].tolist()):
+            self._keys[i] = KeyEntry(None, None if confusion is None else confusion[n], float(arrays["key_miou"][n]))
+        confusion = arrays.get("pair_confusion")
+        for n, (k, i) in enumerate(arrays["pair_index"].tolist()):
+            taps = {t: arrays[f"pair_{t}"][n:n + 1] if t in self.keep_taps else None for t in ("conv6", "conv6_1")}
+            self._store((k, i), PairEntry(None, None if confusion is None else confusion[n],
+                                          float(arrays["pair_miou"][n]), taps["conv6"], taps["conv6_1"],
+                                          float(arrays["pair_flow_magnitude"][n]), float(arrays["pair_agreement"][n]),
+                                          float(arrays["pair_pseudo_miou"][n])))
+        return len(arrays["pair_index"])
 
     # -- internals -------------------------------------------------------------
     def _store(self, pair, entry):

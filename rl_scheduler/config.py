@@ -39,6 +39,26 @@ DVSNET_BATCH_SIZE = 32
 DVSNET_EPOCHS = 100
 DVSNET_MAX_GAP = 13              # imagestrain_13_list: key up to 13 frames before current
 
+# --- DVSNet training fixes (not DVSNet's; rl_scheduler/train_dvsnet.py). DVSNet's released
+# settings stay reachable: --nonormalize_targets --nonormalize_inputs --dropout_rate=0.5
+# --gap_sampling=pairs --val_max_gap=9.
+DVSNET_NORMALIZE_TARGETS = True    # regress (y - mean) / std, folded back to percent at save time
+DVSNET_NORMALIZE_INPUTS = True     # conv6_1 / per-channel RMS, folded into the saved conv kernel
+DVSNET_TRAIN_DROPOUT_RATE = 0.5    # TBD
+DVSNET_GAP_SAMPLING = "pairs"      # TBD
+DVSNET_CHECKPOINT_EVERY = 10       # epochs between resumable checkpoints (DVSNet saves the best only)
+# --- end of the DVSNet training fixes.
+
+# Largest key-to-frame gap whose pairs the RL training precomputes per video (and the span credit's
+# horizon); pairs farther away are computed on demand. Not from the paper.
+CREDIT_HORIZON = 60
+
+# Thresholds tau traced by every validation (one batched rollout): the policy is validated at the tau
+# with the most keys within 1.1 x eta, and the best policy's tau is its operating threshold.
+VALIDATION_TAUS = tuple(float(t) for t in (0.002, 0.003, 0.005, 0.007, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05,
+                                           0.06, 0.08, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6,
+                                           0.7, 0.8, 0.9))
+
 # DFF's fixed key interval (flownet_dff.md "Inference: key interval 10").
 DFF_KEY_INTERVAL = 10
 
@@ -52,12 +72,49 @@ DEFAULT_OPTIONS = dict(
     reward_units="fraction",        # §5: mIoU as a fraction in [0, 1]
     pseudo_acc="pixel_acc",         # §5 Eq. 2: Acc = pixel accuracy
     entropy_form="bonus",           # §6: Omega = -H (A3C) or 1/H
-    return_mode="reward_to_go",     # §6: G_i = sum_{t>=i} gamma^(t-i) r_t, or the full return
-    baseline="trial_mean",          # §6: mean over the trials at the same step, or none
+    # §6: G_i = sum_{t>=i} gamma^(t-i) r_t ("reward_to_go", the paper's gamma = 1), the full return,
+    # or "immediate" (G_i = r_i; default): with span credit and a key price a key's reward is already
+    # its effect on the frames after it net of its cost, and the later rewards only add noise. On
+    # the toy gap task (tests) P(key) rose 2.8x from LKD 1 to 25 in 40 updates, vs 2.3x with
+    # reward_to_go and no price, and the validation quality was the best of the variants tried.
+    return_mode="immediate",
+    # §6: the paper's 32 trials share a baseline. "trial_mean" includes the trial itself, so a trial
+    # that is alone at a step (the rare long-LKD trial) gets advantage 0 exactly: no signal where the
+    # policy most needs it. "leave_one_out" (default) averages the OTHER trials active at that step,
+    # falling back to the other episodes of the update when a trial is alone.
+    baseline="leave_one_out",
     eps_clip=EPSILON,               # §7
     tau=TAU,                        # §7
     eta=DEFAULT_KAR_LIMIT,          # §4
+    # --- Departures that make the policy learn (issue 13; README "Why the first policy did not learn").
+    # The paper feeds KAR and LKD raw (reconstructed as keys/90 and (i-k)/90). In visited states they
+    # stayed below 0.044 and 0.15, so their FC3 weights barely moved (KAR -0.373 -> -0.374 over 40
+    # updates). "budget" feeds KAR / eta (1.0 = at the limit); "raw" is the paper's.
+    kar_input="budget",
+    # "log": log2(1 + LKD), one unit per doubling (LKD 1..200 spans 1..7.6), so test-time LKDs beyond
+    # the training range extrapolate gently and the FC3 weight that makes P(key) rise with LKD is
+    # reachable in tens of updates (RMSProp's step is ~lr x gradient, and the gradient scales with the
+    # input); "linear": LKD * lkd_scale (the paper reconstruction).
+    lkd_input="log",
+    # FC3's key-logit bias at initialisation. "zero" starts at P(key) ~ 0.5, so every sampled trial
+    # crosses the KAR limit within ~10 steps and never visits a long LKD (completion 0.0 in 36 of 40
+    # updates); "budget" starts at P(key) = eta, the rate the budget allows.
+    key_bias_init="budget",
+    # Eq. 1 credits a key with its own frame's gain only (the reconstructed body): once the budget is
+    # spent nothing after it counts, so "3 early keys + 1 late" earns as much as even spacing.
+    # "span" also credits a key with the loss it removes on the following frames (as if no later key
+    # came: rl_scheduler.environment.span_rewards says why), so a trial's return is the episode's
+    # total quality gain over propagation and spacing matters. Terms whose counterfactual pair is
+    # farther than `credit_horizon` frames from its key are left out. "frame" is the paper's.
+    reward_credit="span",
+    # A price per key (Lagrangian relaxation of the budget): "dual" charges lambda per decided key and
+    # moves lambda by dual ascent so that training keys at the KAR limit's rate; a key then pays
+    # only where its gain beats the price, which is what makes P(key) depend on the state. The stop
+    # rule still applies. "none" is the paper's (the budget enforced by the stop rule alone).
+    key_price="dual",
 )
+# Dual-ascent step of the key price: lambda += step * clip(key ratio / eta - 1, -1, 1) * mean key gain.
+KEY_PRICE_STEP = 0.05
 
 OPTION_CHOICES = dict(
     deviation_tap=("conv6", "conv6_1"),
@@ -66,8 +123,13 @@ OPTION_CHOICES = dict(
     reward_units=("fraction", "percent"),
     pseudo_acc=("pixel_acc", "miou"),
     entropy_form=("bonus", "reciprocal"),
-    return_mode=("reward_to_go", "full"),
-    baseline=("trial_mean", "none"),
+    return_mode=("immediate", "reward_to_go", "full"),
+    baseline=("leave_one_out", "trial_mean", "none"),
+    kar_input=("budget", "raw"),
+    lkd_input=("log", "linear"),
+    key_bias_init=("budget", "zero"),
+    reward_credit=("span", "frame"),
+    key_price=("dual", "none"),
     reward=("eq1", "eq2"),
 )
 

@@ -12,7 +12,9 @@ rewards are numpy arrays over the trials.
 - Stop rule (§4): a trial whose KAR already exceeds eta ends before acting
   (`stop_check="before"`, default: the key that crossed eta keeps its reward);
   with `"after"` the crossing key ends the trial at once and earns nothing.
-- Rewards: Eq. 1 or Eq. 2 (`rl_scheduler.rewards`).
+- Rewards: Eq. 1 or Eq. 2 (`rl_scheduler.rewards`), credited to a key for its own frame
+  (`reward_credit="frame"`, the paper's reconstructed body) or for the loss it removes on every
+  frame until the next key (`"span"`, the default; see `span_rewards`).
 - A step whose pairs are not all cached fills its compiled batch with the next
   frames of the held keys (`lookahead`): the values are the same, calls are fewer.
 """
@@ -21,7 +23,7 @@ import dataclasses
 import numpy as np
 
 from rl_scheduler import config, rewards
-from rl_scheduler.history import BatchedHistory
+from rl_scheduler.history import BatchedHistory, expert_options
 
 
 @dataclasses.dataclass
@@ -36,6 +38,9 @@ class Episode:
     actions: np.ndarray      # (steps, M) bool, True = key
     rewards: np.ndarray      # (steps, M) float64, 0 where inactive
     active: np.ndarray       # (steps, M) bool, the trial was running and acted
+    quality: np.ndarray = None   # (steps, M) mIoU (fraction) of the trial's own result on frame i
+    gross_rewards: np.ndarray = None   # rewards before the key price
+    forced: np.ndarray = None    # (steps, M) keys forced by max_gap: not decisions, no gradient
 
     @property
     def returns(self):
@@ -65,11 +70,14 @@ def sampled_actions(eps_clip=config.EPSILON):
 
 
 def threshold_actions(tau=config.TAU):
-    """Deterministic rule: key iff pi(a1 | s) > tau (§3.1, validation and test)."""
+    """Deterministic rule: key iff pi(a1 | s) > tau (§3.1, validation and test). `tau` may be an
+    (M,) array: one threshold per trial, so one batched rollout traces several operating points."""
 
     def select(key_prob, rng):
         del rng
-        return np.asarray(key_prob) > tau
+        key_prob = np.asarray(key_prob)
+        # one threshold per trial; a batch of several episodes repeats the list per episode
+        return key_prob > np.resize(np.asarray(tau, np.float64), key_prob.shape)
 
     return select
 
@@ -85,7 +93,10 @@ class KeyEnvironment:
                  stop_check=config.DEFAULT_OPTIONS["stop_check"],
                  deviation_tap=config.DEFAULT_OPTIONS["deviation_tap"],
                  reward_units=config.DEFAULT_OPTIONS["reward_units"],
-                 pseudo_acc=config.DEFAULT_OPTIONS["pseudo_acc"], lookahead=8):
+                 pseudo_acc=config.DEFAULT_OPTIONS["pseudo_acc"], lookahead=8,
+                 kar_input=config.DEFAULT_OPTIONS["kar_input"], lkd_input=config.DEFAULT_OPTIONS["lkd_input"],
+                 reward_credit=config.DEFAULT_OPTIONS["reward_credit"],
+                 credit_horizon=config.CREDIT_HORIZON, max_gap=None):
         if not caches:
             raise ValueError("KeyEnvironment needs at least one video cache")
         config.check_choice("reward", reward)
@@ -93,6 +104,7 @@ class KeyEnvironment:
         config.check_choice("deviation_tap", deviation_tap)
         config.check_choice("reward_units", reward_units)
         config.check_choice("pseudo_acc", pseudo_acc)
+        config.check_choice("reward_credit", reward_credit)
         self.caches = list(caches)
         self.episode_length = int(episode_length)
         self.trials = int(trials)
@@ -106,6 +118,16 @@ class KeyEnvironment:
         self.reward_units = reward_units
         self.pseudo_acc = pseudo_acc
         self.lookahead = int(lookahead)   # frames ahead a short pair batch may be filled from (0: off)
+        self.reward_credit = reward_credit
+        # Price lambda charged per decided key (0: none, the paper). REINFORCE adjusts it by dual
+        # ascent toward the budget's key rate (rl_scheduler.reinforce, key_price="dual").
+        self.key_price = 0.0
+        self.credit_horizon = int(credit_horizon)
+        # Training only: a trial whose LKD reaches max_gap keys (not a policy decision; no gradient),
+        # so every state it visits is in the precomputed pair table. None: never forced.
+        self.max_gap = None if not max_gap else int(max_gap)
+        self.history_options = expert_options(kar_limit, kar_input, lkd_input, self.window, kar_prefill,
+                                              self.lkd_scale)
 
     # -- episodes ----------------------------------------------------------------
     def sample_start(self, rng):
@@ -124,61 +146,121 @@ class KeyEnvironment:
         entry = self.caches[0].pair(0, min(1, self.caches[0].num_frames - 1))
         return tuple(getattr(entry, self.deviation_tap).shape[1:])
 
-    def rollout(self, policy_fn, select_fn, video, start, rng=None, trials=None):
-        """Run `trials` trials of the episode (video, start) as one batch.
+    def rollout(self, policy_fn, select_fn, video, start, rng=None, trials=None, enforce_limit=True):
+        """Run `trials` trials of the episode (video, start) as one batch (`rollout_many`)."""
+        return self.rollout_many(policy_fn, select_fn, [(video, start)], rng, trials, enforce_limit)[0]
+
+    def rollout_many(self, policy_fn, select_fn, starts, rng=None, trials=None, enforce_limit=True):
+        """Run `trials` trials of each episode of `starts` [(video, start)], all as ONE batch: the
+        policy sees E x M states per step in one call (episodes are cut to a common length).
 
         Args:
-          policy_fn: (deviation (M, h, w, c), expert (M, 2)) -> P(key) (M,) numpy.
-          select_fn: (P(key) (M,), rng) -> bool actions (M,); see `sampled_actions`.
+          policy_fn: (deviation (N, h, w, c), expert (N, 2)) -> P(key) (N,) numpy.
+          select_fn: (P(key) (N,), rng) -> bool actions (N,); see `sampled_actions`.
+          enforce_limit: apply the KAR stop rule (training); False runs every trial to the last
+            frame as a deployed scheduler does (validation at a threshold).
+        Returns one `Episode` per entry of `starts`.
         """
-        cache = self.caches[video]
         trials = self.trials if trials is None else int(trials)
-        length = self.length_for(video)
-        steps = length - 1
-        history = BatchedHistory(trials, self.window, self.kar_prefill, self.lkd_scale)
+        length = min(self.length_for(v) for v, _ in starts)
+        count, steps = len(starts) * trials, length - 1
+        owner = np.repeat(np.arange(len(starts)), trials)            # row -> episode
+        first = np.repeat([s for _, s in starts], trials).astype(np.int64)
+        history = BatchedHistory(count, **self.history_options)
         history.force_key()                                # frame `start` is a forced key
-        last_key = np.full(trials, start, np.int64)
-        running = np.ones(trials, bool)
-        shape = (steps, trials)
-        episode = Episode(video, start, np.arange(start + 1, start + length), np.zeros(shape, np.int64),
-                          np.zeros(shape + (2,), np.float32), np.zeros(shape, np.float32),
-                          np.zeros(shape, bool), np.zeros(shape, np.float64), np.zeros(shape, bool))
-        if hasattr(cache, "prefetch_keys"):  # N on every frame of the episode in full batches
-            cache.prefetch_keys(range(start, start + length))
-        dev_shape = None
-        for t, i in enumerate(episode.frames):
+        last_key, running = first.copy(), np.ones(count, bool)
+        shape = (steps, count)
+        key_frames, key_prob = np.zeros(shape, np.int64), np.zeros(shape, np.float32)
+        expert_seen, actions_taken = np.zeros(shape + (2,), np.float32), np.zeros(shape, bool)
+        step_rewards, active = np.zeros(shape, np.float64), np.zeros(shape, bool)
+        quality = np.full(shape, np.nan)
+        forced_keys = np.zeros(shape, bool)
+        limit = self.kar_limit if enforce_limit else np.inf
+        caches = [self.caches[v] for v, _ in starts]
+        for cache, (_, s) in zip(caches, starts):
+            if hasattr(cache, "prefetch_keys"):  # N on every frame of the episode in full batches
+                cache.prefetch_keys(range(s, s + length))
+        deviation = None
+        for t in range(steps):
             if self.stop_check == "before":
-                running &= ~history.exceeds(self.kar_limit)   # §4: stop before acting
+                running &= ~history.exceeds(limit)   # §4: stop before acting
             if not running.any():
                 break
-            held_keys, holders = np.unique(last_key[running], return_counts=True)
-            cache.prefetch_pairs(self._step_pairs(cache, held_keys, holders, int(i), start + length))
-            # one lookup per distinct key frame; trials holding the same key share its entry
-            entries = {int(k): cache.pair(int(k), int(i)) for k in held_keys}
-            pairs = [entries[int(k)] if run else None for k, run in zip(last_key, running)]
-            if dev_shape is None:
-                dev_shape = getattr(next(iter(entries.values())), self.deviation_tap).shape[1:]
-            deviation = np.zeros((trials,) + dev_shape, np.float32)  # stopped trials: zeros, ignored
-            for k, entry in entries.items():
-                deviation[running & (last_key == k)] = getattr(entry, self.deviation_tap)[0]
-            expert = history.expert()
-            key_prob = np.asarray(policy_fn(deviation, expert), np.float32).reshape(trials)
-            actions = np.asarray(select_fn(key_prob, rng), bool) & running
-            step_rewards = np.zeros(trials)
+            frame = first + 1 + t
+            pair_of = [None] * count
+            for e, cache in enumerate(caches):
+                rows = np.nonzero(running & (owner == e))[0]
+                if not len(rows):
+                    continue
+                i = int(frame[rows[0]])
+                held_keys, holders = np.unique(last_key[rows], return_counts=True)
+                cache.prefetch_pairs(self._step_pairs(cache, held_keys, holders, i, starts[e][1] + length))
+                # one lookup per distinct key frame; trials holding the same key share its entry
+                entries = {int(k): cache.pair(int(k), i) for k in held_keys}
+                for r in rows:
+                    pair_of[r] = entries[int(last_key[r])]
+                if deviation is None:
+                    tap = getattr(next(iter(entries.values())), self.deviation_tap)
+                    deviation = np.zeros((count,) + tap.shape[1:], np.float32)
             rows = np.nonzero(running)[0]
-            step_rewards[rows] = rewards.pair_rewards(
-                self.reward, actions[rows], [cache.key(i)] * len(rows), [pairs[j] for j in rows],
+            deviation[~running] = 0.0                        # stopped trials: zeros, ignored
+            deviation[rows] = np.concatenate([getattr(pair_of[r], self.deviation_tap) for r in rows])
+            expert = history.expert()
+            prob = np.asarray(policy_fn(deviation, expert), np.float32).reshape(count)
+            actions = np.asarray(select_fn(prob, rng), bool) & running
+            if self.max_gap:
+                forced_keys[t] = running & (frame - last_key >= self.max_gap)
+                actions |= forced_keys[t]
+            key_entries = [caches[owner[r]].key(int(frame[r])) for r in rows]
+            step_rewards[t, rows] = rewards.pair_rewards(
+                self.reward, actions[rows], key_entries, [pair_of[r] for r in rows],
                 self.reward_units, self.pseudo_acc)
-            episode.key_frames[t], episode.expert[t], episode.key_prob[t] = last_key, expert, key_prob
-            episode.actions[t], episode.active[t] = actions, running
+            quality[t, rows] = [key.miou if actions[r] else pair_of[r].miou for key, r in zip(key_entries, rows)]
+            key_frames[t], expert_seen[t], key_prob[t] = last_key, expert, prob
+            actions_taken[t], active[t] = actions, running
             history.push(actions, running)
-            last_key = np.where(actions, i, last_key)
+            last_key = np.where(actions, frame, last_key)
             if self.stop_check == "after":
-                crossed = running & history.exceeds(self.kar_limit)
-                step_rewards[crossed] = 0.0                  # the crossing key ends the trial, unrewarded
+                crossed = running & history.exceeds(limit)
+                step_rewards[t, crossed] = 0.0               # the crossing key ends the trial, unrewarded
                 running &= ~crossed
-            episode.rewards[t] = step_rewards
-        return episode
+        episodes = []
+        for e, (video, start) in enumerate(starts):
+            cols = slice(e * trials, (e + 1) * trials)
+            episode = Episode(video, start, np.arange(start + 1, start + length), key_frames[:, cols].copy(),
+                              expert_seen[:, cols].copy(), key_prob[:, cols].copy(),
+                              actions_taken[:, cols].copy(), step_rewards[:, cols].copy(),
+                              active[:, cols].copy(), quality[:, cols].copy())
+            episode.forced = forced_keys[:, cols].copy()
+            if self.reward_credit == "span":
+                episode.rewards = span_rewards(self._frame_loss(caches[e]), episode, start + length,
+                                               self.credit_horizon)
+            episode.gross_rewards = episode.rewards
+            if self.key_price:
+                episode.rewards = episode.rewards - self.key_price * (episode.actions & episode.active)
+            episodes.append(episode)
+        return episodes
+
+    def _frame_loss(self, cache):
+        """q(k, j): what propagating frame j from key k loses against keying j (0 when k == j).
+
+        Eq. 1: U^{a1}_j - U^{a0}_{k,j}; Eq. 2: 1 - Acc(y^{a0}_{k,j}, y^{a1}_j). A key at i then earns
+        q(k, i) under frame credit, the Eq. 1 / Eq. 2 reward itself (`rewards.pair_rewards`)."""
+        memo = {}
+        scale = 100.0 if self.reward_units == "percent" else 1.0
+        field = "agreement" if self.pseudo_acc == "pixel_acc" else "pseudo_miou"
+
+        def loss(k, j):
+            if k == j:
+                return 0.0
+            j = min(j, k + self.credit_horizon)    # beyond the table: propagation loss taken as saturated
+            if (k, j) not in memo:
+                pair = cache.pair(k, j)
+                value = cache.key(j).miou - pair.miou if self.reward == "eq1" else 1.0 - getattr(pair, field)
+                memo[(k, j)] = scale * float(value)
+            return memo[(k, j)]
+
+        return loss
 
     def _step_pairs(self, cache, held_keys, holders, i, end):
         """The step's (k, i) pairs; where some must be computed and the cache batches
@@ -210,3 +292,28 @@ class KeyEnvironment:
         return np.stack([
             getattr(cache.pair(episode.key_frames[s, j], episode.frames[s]), self.deviation_tap)[0]
             for s, j in zip(steps, trials)]).astype(np.float32)
+
+
+def span_rewards(loss, episode, end, horizon):
+    """Span credit: a key at frame i (previous key k) earns the loss it removes on the `horizon`
+    frames from i on, sum_{j=i}^{min(end, i + horizon) - 1} [q(k, j) - q(i, j)], as if no later key
+    came. `loss` clamps q(k, j) at the pair table's largest gap (`KeyEnvironment._frame_loss`).
+
+    Why not up to the next key: the n-th key's credit is then L_{n-1} - L_n (within the horizon),
+    L_n the episode's loss with the first n keys only, which depends on past actions alone (so
+    REINFORCE's reward-to-go stays unbiased), and the credits telescope: a trial's return is the
+    episode's loss with no decided key minus its loss with the trial's keys, i.e. the quality its
+    keys buy, where they fall included. Crediting only up to the next key would make a key's reward
+    depend on the next decision, and the rewards would no longer add up to the objective.
+
+    Returns (steps, M) float64 rewards.
+    """
+    out = np.zeros(episode.rewards.shape)
+    first = int(episode.frames[0]) - 1 if len(episode.frames) else 0   # the forced key
+    for j in range(out.shape[1]):
+        k = first
+        for t in np.nonzero(episode.actions[:, j] & episode.active[:, j])[0]:
+            i = int(episode.frames[t])
+            out[t, j] = sum(loss(k, f) - loss(i, f) for f in range(i, min(end, i + horizon)))
+            k = i
+    return out

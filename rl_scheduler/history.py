@@ -7,8 +7,10 @@ for one sequence (the runtime and the schedulers).
 - The window holds the last `window` decisions, pre-filled with non-key
   (`kar_prefill="nonkey"`, KAR = keys / H) or empty (`"none"`, KAR = keys /
   decisions so far, 0 before the first decision).
-- LKD = i - k, the frames since the last key, for the frame about to be decided,
-  multiplied by `lkd_scale` (default 1 / H).
+- LKD = i - k, the frames since the last key, for the frame about to be decided.
+- The policy's expert input scales both (options in rl_scheduler/config.py): KAR times
+  `kar_scale` (1 / eta with kar_input="budget"), and LKD times `lkd_scale` (lkd_input="linear",
+  the paper reconstruction) or log2(1 + LKD) (lkd_input="log").
 - The forced first key of a sequence is not a decision: `force_key()` sets the
   last key without entering the window.
 """
@@ -22,14 +24,17 @@ class BatchedHistory:
 
     def __init__(self, batch, window=config.HISTORY_WINDOW,
                  kar_prefill=config.DEFAULT_OPTIONS["kar_prefill"],
-                 lkd_scale=config.DEFAULT_OPTIONS["lkd_scale"]):
+                 lkd_scale=config.DEFAULT_OPTIONS["lkd_scale"], kar_scale=1.0, lkd_input="linear"):
         config.check_choice("kar_prefill", kar_prefill)
+        config.check_choice("lkd_input", lkd_input)
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
         self.batch = int(batch)
         self.window = int(window)
         self.kar_prefill = kar_prefill
         self.lkd_scale = float(lkd_scale)
+        self.kar_scale = float(kar_scale)
+        self.lkd_input = lkd_input
         self.reset()
 
     def reset(self):
@@ -77,11 +82,11 @@ class BatchedHistory:
     @property
     def lkd(self):
         """Scaled last-key distance per trial, (M,) float32."""
-        return (self._distance * self.lkd_scale).astype(np.float32)
+        return lkd_feature(self._distance, self.lkd_input, self.lkd_scale, self.window)
 
     def expert(self):
-        """The policy's expert input [KAR, LKD], (M, 2) float32 (§3.2)."""
-        return np.stack([self.kar, self.lkd], axis=1)
+        """The policy's expert input [KAR * kar_scale, LKD feature], (M, 2) float32 (§3.2)."""
+        return np.stack([(self._kar64() * self.kar_scale).astype(np.float32), self.lkd], axis=1)
 
     def exceeds(self, limit):
         """True where KAR has surpassed `limit` (§4 stop rule), robust to float rounding."""
@@ -93,13 +98,31 @@ class BatchedHistory:
         return np.broadcast_to(np.asarray(mask, bool), (self.batch,))
 
 
+def lkd_feature(distance, lkd_input="linear", lkd_scale=config.DEFAULT_OPTIONS["lkd_scale"],
+                window=config.HISTORY_WINDOW):
+    """The LKD entry of the expert input for last-key distances `distance` (float32 array)."""
+    distance = np.asarray(distance, np.float64)
+    if lkd_input == "log":
+        return np.log2(1.0 + distance).astype(np.float32)
+    return (distance * lkd_scale).astype(np.float32)
+
+
+def expert_options(kar_limit, kar_input, lkd_input, window=config.HISTORY_WINDOW,
+                   kar_prefill=config.DEFAULT_OPTIONS["kar_prefill"],
+                   lkd_scale=config.DEFAULT_OPTIONS["lkd_scale"]):
+    """History keyword arguments for a policy trained with these options (train and test alike)."""
+    config.check_choice("kar_input", kar_input)
+    return dict(window=window, kar_prefill=kar_prefill, lkd_scale=lkd_scale, lkd_input=lkd_input,
+                kar_scale=1.0 / float(kar_limit) if kar_input == "budget" else 1.0)
+
+
 class DecisionHistory:
     """One sequence's history: `push(is_key)`, `kar`, `lkd` (DESIGN.md)."""
 
     def __init__(self, window=config.HISTORY_WINDOW,
                  kar_prefill=config.DEFAULT_OPTIONS["kar_prefill"],
-                 lkd_scale=config.DEFAULT_OPTIONS["lkd_scale"]):
-        self._batched = BatchedHistory(1, window, kar_prefill, lkd_scale)
+                 lkd_scale=config.DEFAULT_OPTIONS["lkd_scale"], kar_scale=1.0, lkd_input="linear"):
+        self._batched = BatchedHistory(1, window, kar_prefill, lkd_scale, kar_scale, lkd_input)
 
     @property
     def window(self):

@@ -16,7 +16,13 @@ def _activation(name, layer_name):
     return keras.layers.Activation(name, name=layer_name)
 
 
-def build_policy(deviation_shape, activation="leaky_relu", deviation_size=None):
+def budget_key_bias(kar_limit):
+    """FC3 key-minus-non-key bias giving P(key) = eta at initialisation (key_bias_init="budget")."""
+    eta = min(max(float(kar_limit), 1e-4), 1 - 1e-4)
+    return float(np.log(eta / (1.0 - eta)))
+
+
+def build_policy(deviation_shape, activation="leaky_relu", deviation_size=None, key_bias=0.0):
     """Keras model on `(deviation_features (B,h,w,c), expert (B,2) = [KAR, LKD])`.
 
     Args:
@@ -24,6 +30,8 @@ def build_policy(deviation_shape, activation="leaky_relu", deviation_size=None):
       activation: "leaky_relu" (slope 0.1, default) or any Keras activation name.
       deviation_size: optional (h', w') the features are bilinearly resized to first
         (DVSNet resizes conv6_1 to 4x8 on Cityscapes regions).
+      key_bias: initial FC3 bias of the key logit (non-key logit 0): P(key) starts near
+        sigmoid(key_bias) (`budget_key_bias`); 0 is Keras's default.
 
     Returns (B, 2) probabilities [pi(a0 | s), pi(a1 | s)] = [non-key, key].
     """
@@ -39,7 +47,8 @@ def build_policy(deviation_shape, activation="leaky_relu", deviation_size=None):
         x = keras.layers.Dense(units, name=f"fc{i}")(x)
         x = _activation(activation, f"fc{i}_act")(x)
     x = keras.layers.Concatenate(name="concat_expert")([x, expert])  # 128 + [KAR, LKD] = 130
-    logits = keras.layers.Dense(config.NUM_ACTIONS, name="fc3")(x)
+    bias = keras.initializers.Constant([0.0, float(key_bias)])
+    logits = keras.layers.Dense(config.NUM_ACTIONS, bias_initializer=bias, name="fc3")(x)
     probs = keras.layers.Softmax(name="action_probs")(logits)
     return keras.Model([deviation, expert], probs, name="policy")
 

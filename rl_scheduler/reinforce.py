@@ -4,8 +4,8 @@ Minimises, over B = episodes x trials trajectories per update,
 
     L = -(1/B) sum_traj sum_i log pi(a_i | s_i) (G_i - b_i)  +  lambda * Omega(H)
 
-with G_i the return-to-go (gamma) or the full return, b_i the mean over the trials
-active at the same step (or 0), H the mean entropy over visited states and
+with G_i the return-to-go (gamma) or the full return, b_i the mean over the OTHER trials
+active at the same step (leave-one-out, default; or over all of them, or 0), H the mean entropy over visited states and
 Omega = -H (bonus, A3C) or 1/H (reciprocal). Actions are sampled with P(key)
 clipped to [1 - eps, eps]; the gradient uses the policy's own log pi.
 """
@@ -21,9 +21,13 @@ _LOG_EPS = 1e-8
 
 
 def returns_to_go(rewards, active, gamma=config.GAMMA, return_mode=config.DEFAULT_OPTIONS["return_mode"]):
-    """G (steps, M): sum_{t >= i} gamma^(t-i) r_t per trial, or the whole return J at every step."""
+    """G (steps, M): sum_{t >= i} gamma^(t-i) r_t per trial ("reward_to_go"), the whole return J at
+    every step ("full"), or r_i alone ("immediate": with span credit a key's reward already holds
+    its effect on the frames after it, so the sum over later rewards only adds their noise)."""
     config.check_choice("return_mode", return_mode)
     rewards = np.where(active, rewards, 0.0)
+    if return_mode == "immediate":
+        return rewards.astype(np.float64)
     if return_mode == "full":
         discounts = gamma ** np.arange(len(rewards))[:, None]
         return np.broadcast_to((rewards * discounts).sum(axis=0), rewards.shape).copy()
@@ -35,14 +39,42 @@ def returns_to_go(rewards, active, gamma=config.GAMMA, return_mode=config.DEFAUL
     return out
 
 
-def advantages(returns, active, baseline=config.DEFAULT_OPTIONS["baseline"]):
-    """G - b with b the mean of G over the trials active at the same step (§6), or G itself."""
+def advantages(returns, active, baseline=config.DEFAULT_OPTIONS["baseline"], fallback=None):
+    """G - b per state (§6). b: the mean of G over the trials active at the same step
+    ("trial_mean"), over the OTHER active trials ("leave_one_out"), or 0 ("none").
+
+    fallback: (steps,) baseline for a leave-one-out trial that is alone at its step (typically
+    the mean over the update's other episodes at that step; NaN where there is none): without
+    it a lone trial gets advantage 0.
+    """
     config.check_choice("baseline", baseline)
     if baseline == "none":
         return np.where(active, returns, 0.0)
     count = active.sum(axis=1, keepdims=True)
-    mean = np.where(count > 0, (returns * active).sum(axis=1, keepdims=True) / np.maximum(count, 1), 0.0)
-    return np.where(active, returns - mean, 0.0)
+    total = (returns * active).sum(axis=1, keepdims=True)
+    if baseline == "trial_mean":
+        mean = np.where(count > 0, total / np.maximum(count, 1), 0.0)
+        return np.where(active, returns - mean, 0.0)
+    others = np.where(count > 1, (total - returns) / np.maximum(count - 1, 1), np.nan)
+    if fallback is not None:
+        others = np.where(np.isnan(others), np.asarray(fallback, np.float64)[:, None], others)
+    return np.where(active & ~np.isnan(others), returns - np.nan_to_num(others), 0.0)
+
+
+def step_means(returns, active):
+    """(sum, count) of G over active trials per step, for the cross-episode fallback."""
+    return (returns * active).sum(axis=1), active.sum(axis=1)
+
+
+LKD_BINS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def lkd_histogram(episodes):
+    """Counts of the last-key distances of the visited states in [LKD_BINS[n], LKD_BINS[n+1])."""
+    distances = np.concatenate([(e.frames[:, None] - e.key_frames)[e.active] for e in episodes]
+                               or [np.zeros(0)])
+    counts, _ = np.histogram(distances, bins=list(LKD_BINS) + [np.inf])
+    return counts.tolist(), distances
 
 
 def entropy(key_prob):
@@ -74,7 +106,9 @@ class Reinforce:
                  gamma=config.GAMMA, entropy_form=config.DEFAULT_OPTIONS["entropy_form"],
                  return_mode=config.DEFAULT_OPTIONS["return_mode"],
                  baseline=config.DEFAULT_OPTIONS["baseline"], eps_clip=config.EPSILON,
-                 tau=config.TAU, optimizer=None, max_chunk=2048):
+                 tau=config.TAU, optimizer=None, max_chunk=2048, state_sample=None, seed=0,
+                 key_price=config.DEFAULT_OPTIONS["key_price"], target_rate=None,
+                 price_step=config.KEY_PRICE_STEP):
         config.check_choice("entropy_form", entropy_form)
         config.check_choice("return_mode", return_mode)
         config.check_choice("baseline", baseline)
@@ -88,6 +122,18 @@ class Reinforce:
         self.eps_clip = float(eps_clip)
         self.tau = float(tau)
         self.max_chunk = int(max_chunk)
+        # Most visited states per gradient (None: all). A uniform sample, its terms scaled by
+        # visited / sampled, keeps the policy gradient unbiased; the policy's 1024-wide layers make
+        # the backward pass the cost of an update when episodes are long.
+        self.state_sample = None if not state_sample else int(state_sample)
+        self._sample_rng = np.random.default_rng([seed, 7])
+        config.check_choice("key_price", key_price)
+        # Dual ascent on the env's key price: lambda += step * (key ratio / target - 1) * mean gross
+        # key reward, so lambda is in reward units and settles where keys are taken at the target.
+        self.key_price = key_price
+        self.target_rate = target_rate
+        self.price_step = float(price_step)
+        self._price_started = False
         self.optimizer = optimizer or Tf1RMSprop(learning_rate)
         self._forward = compiled_forward(policy)   # the schedulers' compiled forward, shared
         self._chunk_gradients = tf.function(self._chunk_gradients_graph, reduce_retracing=True)
@@ -100,22 +146,32 @@ class Reinforce:
     def collect(self, rng, episodes):
         """`episodes` sampled episodes (ε-greedy actions), each M trials as one batch."""
         select = sampled_actions(self.eps_clip)
-        out = []
-        for _ in range(episodes):
-            video, start = self.env.sample_start(rng)
-            out.append(self.env.rollout(self.policy_fn, select, video, start, rng))
-        return out
+        starts = [self.env.sample_start(rng) for _ in range(episodes)]
+        return self.env.rollout_many(self.policy_fn, select, starts, rng)   # one policy call per step
 
-    def validate(self, env, starts):
-        """Deterministic rollouts (key iff P(key) > tau, one trial) on (video, start) pairs.
+    def validate(self, env, starts, taus=None, target_rate=None):
+        """Deterministic rollouts (key iff P(key) > tau) on (video, start) pairs, one trial per tau
+        in `taus` (one batched rollout per episode), run to the last frame as deployed (no stop rule).
 
-        Returns dict mean_return, key_ratio, completed (fraction reaching the last frame).
+        With `target_rate` (keys per decision, e.g. the KAR limit) the policy is measured at its
+        calibrated operating point: the tau with the most keys whose key ratio stays within
+        1.1 x target_rate. Returns dict mean_return, key_ratio, quality (mean per-frame mIoU, fraction),
+        completed, tau, and per_tau (key_ratio and quality of every tau).
         """
-        select = threshold_actions(self.tau)
-        episodes = [env.rollout(self.policy_fn, select, v, s, trials=1) for v, s in starts]
-        return dict(mean_return=float(np.mean([e.returns.mean() for e in episodes])),
-                    key_ratio=float(np.mean([e.key_ratio for e in episodes])),
-                    completed=float(np.mean([e.completed.mean() for e in episodes])))
+        taus = np.asarray([self.tau] if taus is None else taus, np.float64)
+        select = threshold_actions(taus)
+        episodes = env.rollout_many(self.policy_fn, select, starts, trials=len(taus), enforce_limit=False)
+        decisions = sum(len(e.frames) for e in episodes)
+        ratio = sum(e.actions.sum(axis=0) for e in episodes) / max(decisions, 1)
+        quality = sum(np.nansum(e.quality, axis=0) for e in episodes) / max(decisions, 1)
+        returns = np.mean([e.rewards.sum(axis=0) for e in episodes], axis=0)
+        pick = 0
+        if target_rate is not None:
+            within = np.nonzero(ratio <= 1.1 * float(target_rate))[0]
+            pick = int(within[np.argmax(ratio[within])]) if len(within) else int(np.argmin(ratio))
+        return dict(mean_return=float(returns[pick]), key_ratio=float(ratio[pick]),
+                    quality=float(quality[pick]), completed=1.0, tau=float(taus[pick]),
+                    per_tau=dict(tau=taus.tolist(), key_ratio=ratio.tolist(), quality=quality.tolist()))
 
     # -- learning ----------------------------------------------------------------
     def _chunk_gradients_graph(self, deviation, expert, actions, weights, entropy_weights):
@@ -130,12 +186,34 @@ class Reinforce:
 
     def update(self, episodes):
         """One REINFORCE step on `episodes`; returns the update's scalars."""
+        if self.key_price == "dual" and self.target_rate and not self._price_started:
+            # start the price at the mean gross key reward BEFORE the first gradient: at price 0 every
+            # key pays, and one update pushed P(key) from eta to 0.5 (measured on the tiny data)
+            gross = np.concatenate([e.gross_rewards[e.actions & e.active] for e in episodes
+                                    if e.gross_rewards is not None] or [np.zeros(0)])
+            if len(gross):
+                self.env.key_price, self._price_started = max(float(gross.mean()), 0.0), True
+                for e in episodes:
+                    e.rewards = e.gross_rewards - self.env.key_price * (e.actions & e.active)
+        returns = [returns_to_go(e.rewards, e.active, self.gamma, self.return_mode) for e in episodes]
+        steps = max(len(g) for g in returns)
+        sums, counts = np.zeros((len(episodes), steps)), np.zeros((len(episodes), steps))
+        for n, (g, e) in enumerate(zip(returns, episodes)):
+            sums[n, :len(g)], counts[n, :len(g)] = step_means(g, e.active)
         per_episode = []
-        for e in episodes:
-            g = returns_to_go(e.rewards, e.active, self.gamma, self.return_mode)
-            per_episode.append(advantages(g, e.active, self.baseline))
+        for n, (g, e) in enumerate(zip(returns, episodes)):
+            # the other episodes' trials at the same step: a lone trial's leave-one-out baseline
+            rest = counts.sum(0) - counts[n]
+            fallback = np.where(rest > 0, (sums.sum(0) - sums[n]) / np.maximum(rest, 1), np.nan)[:len(g)]
+            per_episode.append(advantages(g, e.active, self.baseline, fallback))
         trajectories = sum(e.active.shape[1] for e in episodes)
-        states = [(n, s, j) for n, e in enumerate(episodes) for s, j in zip(*np.nonzero(e.active))]
+        states = [(n, s, j) for n, e in enumerate(episodes)
+                  for s, j in zip(*np.nonzero(e.active & ~e.forced if e.forced is not None else e.active))]
+        visited = len(states)
+        if self.state_sample and visited > self.state_sample:
+            pick = np.sort(self._sample_rng.choice(visited, self.state_sample, replace=False))
+            states = [states[p] for p in pick]
+            trajectories = trajectories * len(states) / visited   # weights -(G - b) / B x visited / sampled
         visited_prob = np.concatenate([e.key_prob[e.active] for e in episodes]) if states else np.zeros(0)
         mean_entropy = float(entropy(visited_prob).mean()) if states else 0.0
         if self.entropy_form == "bonus":        # Omega = -H
@@ -159,10 +237,21 @@ class Reinforce:
         kar_weight, lkd_weight = expert_weights(self.policy)
         acted = sum(int(e.active.sum()) for e in episodes)
         keys = sum(int((e.actions & e.active).sum()) for e in episodes)
+        histogram, distances = lkd_histogram(episodes)
+        if self.key_price == "dual" and self.target_rate and acted:
+            gross = [e.gross_rewards[e.actions & e.active] for e in episodes if e.gross_rewards is not None]
+            gross = np.concatenate(gross) if gross else np.zeros(0)
+            scale = float(np.abs(gross).mean()) if len(gross) else 0.0
+            ratio = keys / acted
+            self.env.key_price = max(0.0, self.env.key_price
+                                     + self.price_step * float(np.clip(ratio / self.target_rate - 1.0, -1, 1)) * scale)
         return dict(loss=total_loss, mean_return=float(np.mean([e.returns.mean() for e in episodes])),
                     key_ratio=keys / acted if acted else 0.0, entropy=mean_entropy,
                     kar_weight=kar_weight, lkd_weight=lkd_weight,
-                    completed=float(np.mean([e.completed.mean() for e in episodes])))
+                    completed=float(np.mean([e.completed.mean() for e in episodes])),
+                    mean_lkd=float(distances.mean()) if len(distances) else 0.0,
+                    max_lkd=int(distances.max()) if len(distances) else 0, lkd_histogram=histogram,
+                    key_price=float(self.env.key_price))
 
     def _gather(self, episodes, per_episode, chunk, size, trajectories):
         groups = {}

@@ -14,7 +14,7 @@ import numpy as np
 
 from deeplab_face.errors import ConfigError
 from rl_scheduler import config
-from rl_scheduler.history import DecisionHistory
+from rl_scheduler.history import DecisionHistory, expert_options
 from rl_scheduler.policy import compiled_forward
 
 
@@ -25,9 +25,9 @@ class KeyScheduler(abc.ABC):
 
     def __init__(self, threshold, window=config.HISTORY_WINDOW,
                  kar_prefill=config.DEFAULT_OPTIONS["kar_prefill"],
-                 lkd_scale=config.DEFAULT_OPTIONS["lkd_scale"]):
+                 lkd_scale=config.DEFAULT_OPTIONS["lkd_scale"], kar_scale=1.0, lkd_input="linear"):
         self.threshold = threshold
-        self.history = DecisionHistory(window, kar_prefill, lkd_scale)
+        self.history = DecisionHistory(window, kar_prefill, lkd_scale, kar_scale, lkd_input)
         self._forced = False
 
     def reset(self):
@@ -67,7 +67,8 @@ class PolicyScheduler(KeyScheduler):
     name = "rl"
 
     def __init__(self, policy, threshold=config.TAU, deviation_tap=None, **history_options):
-        super().__init__(float(threshold), **history_options)
+        # the expert input exactly as in training (KAR / eta, log LKD, ...); explicit options win
+        super().__init__(float(threshold), **dict(policy_history_options(policy), **history_options))
         self.policy = policy
         # load_policy() tags the model with the tap it was trained on
         tap = deviation_tap or getattr(policy, "deviation_tap", config.DEFAULT_OPTIONS["deviation_tap"])
@@ -80,6 +81,18 @@ class PolicyScheduler(KeyScheduler):
 
     def is_key(self, score):
         return score > self.threshold
+
+
+def policy_history_options(policy):
+    """History options a policy was trained with, from its stage config (`load_policy`); a policy
+    without one (built in code) gets the paper's raw KAR and linear LKD."""
+    training = dict(getattr(policy, "stage_config", None) or {}).get("training") or {}
+    D = config.DEFAULT_OPTIONS
+    if "kar_limit" not in training:
+        return {}
+    return expert_options(training["kar_limit"], training.get("kar_input", "raw"),
+                          training.get("lkd_input", "linear"), training.get("window", config.HISTORY_WINDOW),
+                          training.get("kar_prefill", D["kar_prefill"]), training.get("lkd_scale", D["lkd_scale"]))
 
 
 class DVSNetScheduler(KeyScheduler):

@@ -1,10 +1,13 @@
 """Train the RL key scheduler with REINFORCE (paper §3.2, §4.2): `python -m rl_scheduler.train`.
 
 Episodes of T frames from random start frames of the scheduler-training videos,
-M trials each as one batch, the KAR-limit stop rule, Eq. 1 or Eq. 2 rewards, 8
-episodes per RMSProp update. Every `--validate_every` updates the policy is run
-deterministically (key iff P(key) > tau) on fixed validation episodes and the best
-weights are kept; `final.weights.h5` is the best validated policy.
+M trials each, all episodes of an update as one batch, the KAR-limit stop rule, Eq. 1 or
+Eq. 2 rewards (frame or span credit), 8 episodes per RMSProp update. Every
+`--validate_every` updates the policy is run deterministically (key iff P(key) > tau) on
+fixed validation episodes for every tau of `config.VALIDATION_TAUS` at once, and measured
+at its operating point: the tau with the most keys within the budget (key ratio <= 1.1 eta).
+The policy with the best mean per-frame mIoU there is kept; `final.weights.h5` is that
+policy and `config.json` records its `operating_threshold` (the deployed tau).
 
 Writes `<root>/tensorboard` (mean return, key ratio, entropy, KAR / LKD weights,
 validation return; flushed every update), `<root>/ckpt` (resumable), `history.json` (one row per
@@ -14,6 +17,7 @@ update, rewritten after each, for Fig. 3), `best.weights.h5`, and finally `confi
 import json
 import math
 import os
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -28,7 +32,7 @@ from deeplab_face.train import scalar_summary  # noqa: E402
 from rl_scheduler import config  # noqa: E402
 from rl_scheduler.cache import load_dff, load_video_caches  # noqa: E402
 from rl_scheduler.environment import KeyEnvironment  # noqa: E402
-from rl_scheduler.policy import build_policy  # noqa: E402
+from rl_scheduler.policy import budget_key_bias, build_policy  # noqa: E402
 from rl_scheduler.reinforce import Reinforce  # noqa: E402
 
 D = config.DEFAULT_OPTIONS
@@ -43,7 +47,9 @@ def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KA
                  deviation_size=D["deviation_size"], kar_prefill=D["kar_prefill"], lkd_scale=D["lkd_scale"],
                  stop_check=D["stop_check"], reward_units=D["reward_units"], pseudo_acc=D["pseudo_acc"],
                  entropy_form=D["entropy_form"], return_mode=D["return_mode"], baseline=D["baseline"],
-                 eps_clip=D["eps_clip"], tau=D["tau"], verbose=1):
+                 eps_clip=D["eps_clip"], tau=D["tau"], kar_input=D["kar_input"], lkd_input=D["lkd_input"],
+                 key_bias_init=D["key_bias_init"], reward_credit=D["reward_credit"],
+                 credit_horizon=config.CREDIT_HORIZON, key_price=D["key_price"], state_sample=None, verbose=1):
     """REINFORCE on caches (VideoCache or any object with its interface); see the module doc."""
     hparams = {k: v for k, v in locals().items() if k not in ("root_dir", "train_caches", "val_caches")}
     if episodes < 1 or episodes_per_update < 1 or trials < 1:
@@ -54,47 +60,62 @@ def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KA
     os.makedirs(root_dir, exist_ok=True)
     env_options = dict(episode_length=episode_length, kar_limit=kar_limit, reward=reward, window=window,
                        kar_prefill=kar_prefill, lkd_scale=lkd_scale, stop_check=stop_check,
-                       deviation_tap=deviation_tap, reward_units=reward_units, pseudo_acc=pseudo_acc)
-    env = KeyEnvironment(train_caches, trials=trials, **env_options)
-    val_env = KeyEnvironment(val_caches or train_caches, trials=1, **env_options)  # §4.2: or the same set
+                       deviation_tap=deviation_tap, reward_units=reward_units, pseudo_acc=pseudo_acc,
+                       kar_input=kar_input, lkd_input=lkd_input, reward_credit=reward_credit,
+                       credit_horizon=credit_horizon)
+    # trials stay inside the pair table: at LKD = credit_horizon a key is forced (in validation too:
+    # 24 thresholds running free would compute thousands of pairs per episode beyond the table)
+    env = KeyEnvironment(train_caches, trials=trials, max_gap=credit_horizon, **env_options)
+    val_env = KeyEnvironment(val_caches or train_caches, trials=1, max_gap=credit_horizon,
+                             **env_options)  # §4.2: or the same set
     build_args = dict(deviation_shape=list(env.deviation_shape()), activation=activation,
                       deviation_size=list(deviation_size) if deviation_size else None)
-    policy = build_policy(**build_args)
+    config.check_choice("key_bias_init", key_bias_init)
+    policy = build_policy(**build_args, key_bias=budget_key_bias(kar_limit) if key_bias_init == "budget" else 0.0)
     agent = Reinforce(policy, env, learning_rate=learning_rate, entropy_coef=entropy_coef, gamma=gamma,
                       entropy_form=entropy_form, return_mode=return_mode, baseline=baseline,
-                      eps_clip=eps_clip, tau=tau)
+                      eps_clip=eps_clip, tau=tau, state_sample=state_sample, seed=seed,
+                      key_price=key_price, target_rate=kar_limit)
     agent.optimizer.build(policy.trainable_variables)  # slots exist before a restore
     step = tf.Variable(0, dtype=tf.int64)
-    best_return = tf.Variable(-np.inf, dtype=tf.float64)
-    ckpt = tf.train.Checkpoint(step=step, model=policy, optimizer=agent.optimizer, best_return=best_return)
+    best_quality = tf.Variable(-np.inf, dtype=tf.float64)
+    best_tau = tf.Variable(float(tau), dtype=tf.float64)
+    price = tf.Variable(0.0, dtype=tf.float64)   # the key price lambda (dual variable) resumes too
+    ckpt = tf.train.Checkpoint(step=step, model=policy, optimizer=agent.optimizer, best_return=best_quality,
+                               best_tau=best_tau, key_price=price)
     manager = tf.train.CheckpointManager(ckpt, os.path.join(root_dir, "ckpt"), max_to_keep=2)
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).expect_partial()
+        env.key_price, agent._price_started = float(price.numpy()), int(step.numpy()) > 0
     history_path = os.path.join(root_dir, "history.json")
     history = read_json(history_path, [])[:int(step.numpy())]
     best_path = os.path.join(root_dir, "best.weights.h5")
     val_rng = np.random.default_rng([seed, 1])   # fixed validation episodes
     val_starts = [val_env.sample_start(val_rng) for _ in range(validation_episodes)]
+    val_fixed = fixed_interval_quality(val_env, val_starts, round(1.0 / kar_limit))   # reference only
     updates = math.ceil(episodes / episodes_per_update)
     writer = tf.summary.create_file_writer(os.path.join(root_dir, "tensorboard"))
     bar = keras.utils.Progbar(updates, verbose=verbose,
-                              stateful_metrics=["return", "key_ratio", "entropy", "val_return"])
+                              stateful_metrics=["return", "key_ratio", "entropy", "val_quality"])
     bar.update(int(step.numpy()))
     while int(step.numpy()) < updates:
         update = int(step.numpy())
         rng = np.random.default_rng([seed, 0, update])  # per-update stream: resuming repeats nothing
         n = min(episodes_per_update, episodes - update * episodes_per_update)
         stats = agent.update(agent.collect(rng, n))
+        price.assign(env.key_price)
         stats["update"] = update + 1
         stats["episodes"] = min(episodes, (update + 1) * episodes_per_update)
         if (update + 1) % validate_every == 0 or update + 1 == updates:
-            val = agent.validate(val_env, val_starts)
+            val = agent.validate(val_env, val_starts, taus=config.VALIDATION_TAUS, target_rate=kar_limit)
             stats.update(val_return=val["mean_return"], val_key_ratio=val["key_ratio"],
-                         val_completed=val["completed"])
-            # Ties go to the later, more-trained policy (early on, deterministic rollouts at
-            # tau often take no key at all and every validation return is 0).
-            if val["mean_return"] >= float(best_return.numpy()):
-                best_return.assign(val["mean_return"])
+                         val_quality=val["quality"], val_tau=val["tau"], val_fixed_quality=val_fixed,
+                         val_gain_over_fixed=val["quality"] - val_fixed)
+            # Measured at the operating point (most keys within the budget): mean per-frame mIoU is
+            # what the deployed scheduler delivers. Ties go to the later, more-trained policy.
+            if val["quality"] >= float(best_quality.numpy()):
+                best_quality.assign(val["quality"])
+                best_tau.assign(val["tau"])
                 policy.save_weights(best_path)
         history.append(stats)
         # every update: the curve survives an interruption (a resume truncates it to the checkpoint
@@ -102,7 +123,7 @@ def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KA
         write_json(history_path, history)
         with writer.as_default(step=update + 1):
             for name, value in stats.items():
-                if name not in ("update", "episodes"):
+                if name not in ("update", "episodes") and np.isscalar(value):
                     scalar_summary(name, value, update + 1)
         writer.flush()
         step.assign_add(1)
@@ -110,20 +131,36 @@ def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KA
             manager.save(checkpoint_number=int(step.numpy()))
         bar.update(int(step.numpy()), [("return", stats["mean_return"]), ("key_ratio", stats["key_ratio"]),
                                        ("entropy", stats["entropy"])]
-                   + ([("val_return", stats["val_return"])] if "val_return" in stats else []))
+                   + ([("val_quality", stats["val_quality"])] if "val_quality" in stats else []))
     writer.flush()
     write_json(history_path, history)
     if os.path.exists(best_path):
         policy.load_weights(best_path)
     policy.save_weights(os.path.join(root_dir, "final.weights.h5"))
-    stage_config = dict(build_args, deviation_tap=deviation_tap, training=hparams)
+    stage_config = dict(build_args, deviation_tap=deviation_tap, kar_limit=kar_limit,
+                        operating_threshold=float(best_tau.numpy()), training=hparams)
     write_json(os.path.join(root_dir, "config.json"), stage_config)
     with open(os.path.join(root_dir, "DONE"), "w") as f:
         f.write("done\n")
     last = history[-1] if history else {}
-    return dict(updates=updates, best_val_return=float(best_return.numpy()),
+    return dict(updates=updates, best_val_quality=float(best_quality.numpy()),
+                operating_threshold=float(best_tau.numpy()), val_fixed_quality=val_fixed,
+                completed=[h.get("completed") for h in history], key_ratio=[h.get("key_ratio") for h in history],
                 final_mean_return=last.get("mean_return"), final_key_ratio=last.get("key_ratio"),
                 first_mean_return=history[0]["mean_return"] if history else None)
+
+
+def fixed_interval_quality(env, starts, interval):
+    """Mean per-frame mIoU of keys every `interval` frames on the episodes `starts` (a reference
+    for the validation numbers: DFF's fixed schedule at the budget's rate)."""
+    total, frames = 0.0, 0
+    for video, start in starts:
+        cache = env.caches[video]
+        for i in range(start + 1, start + env.length_for(video)):
+            k = start + (i - start) // interval * interval
+            total += cache.key(i).miou if k == i else cache.pair(k, i).miou
+            frames += 1
+    return total / max(frames, 1)
 
 
 def train_eval(root_dir, prepared_dir, segmenter_dir, flownet_dir, train_videos, val_videos,
@@ -132,29 +169,72 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, flownet_dir, train_videos,
                episodes_per_update=config.EPISODES_PER_UPDATE, learning_rate=config.LEARNING_RATE,
                entropy_coef=config.ENTROPY_COEF, gamma=config.GAMMA, seed=0, checkpoint_every=10,
                flow_resolution="full", cache_batch_size=8, pair_cache_capacity=2_048,
-               max_frames_in_memory=config.MAX_FRAMES_IN_MEMORY, **options):
-    """The stage function (docs/interfaces.md): frozen N and F, one cache per video, REINFORCE."""
+               max_frames_in_memory=config.MAX_FRAMES_IN_MEMORY, pair_table_dir=None, log=print, **options):
+    """The stage function (docs/interfaces.md): frozen N and F, one cache per video, REINFORCE.
+
+    pair_table_dir: where each video's pair table (every pair up to `credit_horizon` frames apart,
+      computed in batched passes) is kept as `<video>.npz`; stages that share it (one RL stage
+      per KAR limit) compute each table once. None: tables are computed in memory, not kept.
+    """
     if not train_videos:
         raise ConfigError("--train_videos: at least one scheduler-training video is needed")
     dff = load_dff(segmenter_dir, flownet_dir, flow_resolution=flow_resolution)
     tap = options.get("deviation_tap", D["deviation_tap"])
+    horizon = int(options.get("credit_horizon", config.CREDIT_HORIZON))
     cache_options = dict(batch_size=cache_batch_size, keep_masks=False, keep_taps=(tap,),
                          pair_capacity=pair_cache_capacity,   # per video
                          key_mask_capacity=4 * episode_length)  # an episode's window, with room
     cache_options["max_frames_in_memory"] = max_frames_in_memory   # lazy frames; None: all in memory
-    train_caches = load_video_caches(dff, prepared_dir, [str(v) for v in train_videos], **cache_options)
-    val_caches = load_video_caches(dff, prepared_dir, [str(v) for v in val_videos or ()], **cache_options)
+    train_ids = [str(v) for v in train_videos]
+    val_ids = [str(v) for v in val_videos or ()]
+    caches = dict(zip(train_ids + val_ids, load_video_caches(dff, prepared_dir, train_ids + val_ids,
+                                                             **cache_options)))
+    for video_id, cache in caches.items():
+        cache.pair_capacity = None   # the table and what trials add to it stay (a few KB a pair)
+        fill_pair_table(cache, horizon, pair_table_dir and os.path.join(pair_table_dir, f"{video_id}.npz"),
+                        log=log, name=video_id)
+    train_caches, val_caches = [caches[v] for v in train_ids], [caches[v] for v in val_ids]
     result = train_policy(root_dir, train_caches, val_caches, kar_limit=kar_limit, reward=reward,
                           episodes=episodes, episode_length=episode_length, trials=trials,
                           episodes_per_update=episodes_per_update, learning_rate=learning_rate,
                           entropy_coef=entropy_coef, gamma=gamma, seed=seed,
                           checkpoint_every=checkpoint_every, **options)
+    result["probe"] = write_probes(root_dir, train_caches, val_caches or train_caches, tap, horizon, seed)
     stage = read_json(os.path.join(root_dir, "config.json"), {})
     stage["training"].update(prepared_dir=prepared_dir, segmenter_dir=segmenter_dir, flownet_dir=flownet_dir,
                              train_videos=list(map(str, train_videos)),
                              val_videos=list(map(str, val_videos or ())), flow_resolution=flow_resolution)
     write_json(os.path.join(root_dir, "config.json"), stage)
     return result
+
+
+def fill_pair_table(cache, horizon, path=None, log=print, name=""):
+    """Load the cache's pair table from `path`, or compute it (batched) and write it there."""
+    if path and os.path.exists(path):
+        loaded = cache.load_table(path)
+        log(f"pair table {name}: {loaded} pairs from {path}")
+        if loaded:
+            return
+    start = time.perf_counter()
+    count = cache.prefetch_gaps(horizon, log=log)
+    log(f"pair table {name}: {count} pairs (gaps 1-{horizon}) in {time.perf_counter() - start:.1f} s")
+    if path:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        cache.save_table(path)
+
+
+def write_probes(root_dir, train_caches, held_out_caches, tap, horizon, seed):
+    """The policy and reward probes (rl_scheduler.probe) of the stage's final policy -> probe.json."""
+    from rl_scheduler import load_policy
+    from rl_scheduler.probe import policy_probe, reward_probe
+    from rl_scheduler.schedulers import policy_history_options
+
+    policy = load_policy(root_dir)
+    probe = dict(policy=policy_probe(policy, held_out_caches, policy_history_options(policy), tap,
+                                     policy.stage_config["kar_limit"], max_gap=horizon, seed=seed),
+                 reward=reward_probe(train_caches, held_out_caches, tap, max_gap=horizon, seed=seed))
+    write_json(os.path.join(root_dir, "probe.json"), probe)
+    return probe
 
 
 def read_json(path, default):
@@ -209,8 +289,23 @@ def define_flags():
                       "mIoU / accuracy units of the reward.")
     flags.DEFINE_enum("pseudo_acc", D["pseudo_acc"], ["pixel_acc", "miou"], "Acc of Eq. 2.")
     flags.DEFINE_enum("entropy_form", D["entropy_form"], ["bonus", "reciprocal"], "Omega = -H or 1/H.")
-    flags.DEFINE_enum("return_mode", D["return_mode"], ["reward_to_go", "full"], "Return weighting log pi.")
-    flags.DEFINE_enum("baseline", D["baseline"], ["trial_mean", "none"], "Reward baseline.")
+    flags.DEFINE_enum("return_mode", D["return_mode"], list(config.OPTION_CHOICES["return_mode"]),
+                      "Return weighting log pi (immediate: the step's own reward).")
+    flags.DEFINE_enum("baseline", D["baseline"], list(config.OPTION_CHOICES["baseline"]), "Reward baseline.")
+    flags.DEFINE_enum("kar_input", D["kar_input"], list(config.OPTION_CHOICES["kar_input"]),
+                      "KAR fed as KAR / eta (budget) or raw (paper).")
+    flags.DEFINE_enum("lkd_input", D["lkd_input"], list(config.OPTION_CHOICES["lkd_input"]),
+                      "LKD fed as log2(1 + LKD) or LKD * lkd_scale (paper).")
+    flags.DEFINE_enum("key_bias_init", D["key_bias_init"], list(config.OPTION_CHOICES["key_bias_init"]),
+                      "Initial key-logit bias: P(key) = eta (budget) or 0.5 (zero).")
+    flags.DEFINE_enum("reward_credit", D["reward_credit"], list(config.OPTION_CHOICES["reward_credit"]),
+                      "A key earns its own frame's gain (frame, paper) or the loss it removes after it (span).")
+    flags.DEFINE_integer("credit_horizon", config.CREDIT_HORIZON,
+                         "Largest key-frame gap of the precomputed pair table and of the span credit.")
+    flags.DEFINE_enum("key_price", D["key_price"], list(config.OPTION_CHOICES["key_price"]),
+                      "A dual-ascent price per key toward the budget rate (dual) or none (paper).")
+    flags.DEFINE_integer("state_sample", 0, "Visited states per gradient (uniform sample; 0: all).")
+    flags.DEFINE_string("pair_table_dir", None, "Where the per-video pair tables are kept and shared.")
     flags.DEFINE_float("eps_clip", D["eps_clip"], "Epsilon-greedy: sampling P(key) clipped to [1-eps, eps].")
     flags.DEFINE_float("tau", D["tau"], "Key threshold on P(key) for validation rollouts.")
     flags.DEFINE_integer("pair_cache_capacity", 2_048,
@@ -261,7 +356,10 @@ def main(argv):
         deviation_tap=FLAGS.deviation_tap, deviation_size=size, kar_prefill=FLAGS.kar_prefill,
         lkd_scale=FLAGS.lkd_scale, stop_check=FLAGS.stop_check, reward_units=FLAGS.reward_units,
         pseudo_acc=FLAGS.pseudo_acc, entropy_form=FLAGS.entropy_form, return_mode=FLAGS.return_mode,
-        baseline=FLAGS.baseline, eps_clip=FLAGS.eps_clip, tau=FLAGS.tau)
+        baseline=FLAGS.baseline, eps_clip=FLAGS.eps_clip, tau=FLAGS.tau, kar_input=FLAGS.kar_input,
+        lkd_input=FLAGS.lkd_input, key_bias_init=FLAGS.key_bias_init, reward_credit=FLAGS.reward_credit,
+        credit_horizon=FLAGS.credit_horizon, key_price=FLAGS.key_price, state_sample=FLAGS.state_sample or None,
+        pair_table_dir=FLAGS.pair_table_dir)
     print(json.dumps(result, indent=1))
 
 

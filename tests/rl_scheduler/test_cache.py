@@ -68,7 +68,7 @@ def test_cache_equals_recompute(dff, video):
 def test_environment_on_the_real_cache(dff, video):
     images, labels = video
     cache = VideoCache(dff, images, labels, num_classes=5, batch_size=4)
-    env = KeyEnvironment([cache], episode_length=8, trials=4, kar_limit=1.0, window=10, lookahead=0)
+    env = KeyEnvironment([cache], episode_length=8, trials=4, kar_limit=1.0, window=10, lookahead=0, reward_credit="frame")
     assert env.deviation_shape() == (1, 1, 384)
     half = lambda d, e: np.full(len(e), 0.5, np.float32)  # noqa: E731
     ep = env.rollout(half, sampled_actions(), 0, 1, np.random.default_rng(0))
@@ -79,7 +79,7 @@ def test_environment_on_the_real_cache(dff, video):
     assert cache.pair_computations == len(distinct | {(0, 1)})   # (0, 1): deviation_shape()'s probe
     # filling short batches with look-ahead pairs: same episode, every needed pair, none twice
     ahead_cache = VideoCache(dff, images, labels, num_classes=5, batch_size=4)
-    ahead = KeyEnvironment([ahead_cache], episode_length=8, trials=4, kar_limit=1.0, window=10)
+    ahead = KeyEnvironment([ahead_cache], episode_length=8, trials=4, kar_limit=1.0, window=10, reward_credit="frame")
     ep2 = ahead.rollout(half, sampled_actions(), 0, 1, np.random.default_rng(0))
     np.testing.assert_array_equal(ep2.actions, ep.actions)
     np.testing.assert_allclose(ep2.rewards, ep.rewards, atol=2e-3)   # batch-composition float noise
@@ -141,7 +141,7 @@ def test_lazy_frames_match_the_eager_path_with_bounded_memory(dff, video, tmp_pa
         np.testing.assert_allclose(a.conv6, b.conv6, rtol=1e-6, atol=1e-6)
         assert (a.miou, a.agreement) == (b.miou, b.agreement)
         np.testing.assert_array_equal(eager.key(i).mask, lazy_cache.key(i).mask)
-    episodes = [KeyEnvironment([c], episode_length=8, trials=4, kar_limit=1.0, window=10).rollout(
+    episodes = [KeyEnvironment([c], episode_length=8, trials=4, kar_limit=1.0, window=10, reward_credit="frame").rollout(
         lambda d, e: np.full(len(e), 0.3, np.float32), sampled_actions(), 0, 2, np.random.default_rng(3))
         for c in (eager, lazy_cache)]
     np.testing.assert_array_equal(episodes[0].rewards, episodes[1].rewards)
@@ -163,3 +163,36 @@ def test_bounded_key_masks_give_the_same_agreement(dff, video):
         assert bounded.pair(k, i).agreement == pytest.approx(full.pair(k, i).agreement, abs=2e-3)
         assert bounded.pair(k, i).mask is None
     assert len(bounded._key_masks) <= 2 and bounded.key_computations > 10   # evicted masks recomputed
+
+
+def test_pair_table_prefetch_save_and_load(dff, video, tmp_path):
+    images, labels = video
+    cache = VideoCache(dff, images, labels, num_classes=5, batch_size=4, keep_masks=False, keep_taps=("conv6_1",))
+    count = cache.prefetch_gaps(3)
+    expected = {(k, i) for k in range(10) for i in range(k + 1, min(k + 3, 9) + 1)}
+    assert count == len(expected) and all(cache.has_pair(k, i) for k, i in expected)
+    assert not cache.has_pair(0, 4)
+    path = str(tmp_path / "table.npz")
+    cache.save_table(path)
+    loaded = VideoCache(dff, images, labels, num_classes=5, batch_size=4, keep_masks=False, keep_taps=("conv6_1",))
+    assert loaded.load_table(path) == len(expected)
+    assert loaded.pair_computations == 0 and loaded.key_computations == 0
+    for k, i in sorted(expected)[::3]:
+        a, b = cache.pair(k, i), loaded.pair(k, i)
+        assert a.miou == b.miou and a.flow_magnitude == b.flow_magnitude and a.agreement == b.agreement
+        np.testing.assert_array_equal(a.conv6_1, b.conv6_1)
+        np.testing.assert_array_equal(a.confusion, b.confusion)
+        assert cache.key(i).miou == loaded.key(i).miou
+    assert loaded.pair_computations == 0
+    loaded.pair(0, 6)                                          # beyond the table: computed on demand
+    assert loaded.pair_computations == 1
+
+
+def test_pair_table_bad_file_is_one_clear_error(dff, video, tmp_path):
+    from deeplab_face.errors import DataError
+    images, labels = video
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a table")
+    cache = VideoCache(dff, images, labels, num_classes=5)
+    with pytest.raises(DataError, match="bad.npz"):
+        cache.load_table(str(bad))
