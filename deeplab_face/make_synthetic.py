@@ -21,8 +21,13 @@ def video_seed(seed, index):
     return seed * 1000 + index
 
 
-def make_synthetic(out_dir, videos=6, frames=300, size=256, seed=0, demo_clip=True):
-    """Writes `videos` procedural videos (+ the demo clip) under `out_dir`; returns {id: frames}."""
+def make_synthetic(out_dir, videos=6, frames=300, size=256, seed=0, demo_clip=True, long_videos=(),
+                   long_frames=None):
+    """Writes `videos` procedural videos (+ the demo clip) under `out_dir`; returns {id: frames}.
+
+    long_videos / long_frames: ids written with `long_frames` frames instead (held-out test videos
+    must hold at least 8 keys at the largest reported AKI).
+    """
     if videos < 0 or videos > 899:
         raise ConfigError(f"--videos={videos}: must be in 0..899 (900 is the demo clip)")
     if frames < 1:
@@ -38,14 +43,18 @@ def make_synthetic(out_dir, videos=6, frames=300, size=256, seed=0, demo_clip=Tr
     jobs = [(f"{i + 1:03d}", write_synthetic_video, video_seed(seed, i)) for i in range(videos)]
     if demo_clip:
         jobs.append((DEMO_CLIP_ID, write_demo_clip, seed))
-    progress = keras.utils.Progbar(len(jobs) * frames, unit_name="frame")
-    written = {}
-    for n, (video_id, write, job_seed) in enumerate(jobs):
-        done = n * frames
-        write(out_dir / video_id, frames, size, job_seed,
+    if long_frames is not None and long_frames < 1:
+        raise ConfigError(f"--long_frames={long_frames}: must be at least 1")
+    lengths = {video_id: int(long_frames) if long_frames and video_id in set(map(str, long_videos)) else frames
+               for video_id, _, _ in jobs}
+    progress = keras.utils.Progbar(sum(lengths.values()), unit_name="frame")
+    written, done = {}, 0
+    for video_id, write, job_seed in jobs:
+        write(out_dir / video_id, lengths[video_id], size, job_seed,
               on_frame=lambda t, done=done: progress.update(done + t + 1) if (t + 1) % 30 == 0 else None)
-        written[video_id] = frames
-    progress.update(len(jobs) * frames, finalize=True)
+        written[video_id] = lengths[video_id]
+        done += lengths[video_id]
+    progress.update(done, finalize=True)
     return written
 
 
@@ -56,6 +65,8 @@ def define_flags():
     flags.DEFINE_integer("frames", 300, "Frames per video.")
     flags.DEFINE_integer("size", 256, "Frame side in pixels (frames are square).")
     flags.DEFINE_integer("seed", 0, "Seed of everything random (video i uses 1000 * seed + i).")
+    flags.DEFINE_list("long_videos", [], "Video ids written with --long_frames frames (held-out test videos).")
+    flags.DEFINE_integer("long_frames", None, "Frames of each --long_videos video.")
     flags.DEFINE_bool("demo_clip", True,
                       "Also write the astronaut 'real photo, synthetic motion' clip as video 900.")
 
@@ -66,8 +77,8 @@ def main(argv):
     if not FLAGS.out_dir:
         raise ConfigError("--out_dir: required")
     written = make_synthetic(FLAGS.out_dir, FLAGS.videos, FLAGS.frames, FLAGS.size, FLAGS.seed,
-                             FLAGS.demo_clip)
-    print(f"wrote {len(written)} videos x {FLAGS.frames} frames to {FLAGS.out_dir}")
+                             FLAGS.demo_clip, FLAGS.long_videos, FLAGS.long_frames)
+    print(f"wrote {len(written)} videos ({sum(written.values())} frames) to {FLAGS.out_dir}")
 
 
 if __name__ == "__main__":

@@ -42,21 +42,29 @@ def _save(fig, path):
 
 
 def fig3_training(histories, path):
-    """histories: {kar_limit: [history.json rows]}; top: mean return, bottom: KAR / LKD weights."""
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
+    """histories: {kar_limit: [history.json rows]}; rows: mean return; key ratio (solid) and
+    completion rate (dashed); entropy; the FC3 weights of KAR and LKD on P(key)."""
+    fig, axes = plt.subplots(4, 1, figsize=(7, 10), sharex=True)
     for n, (eta, rows) in enumerate(sorted(histories.items())):
         x = [r.get("episodes", r.get("update", i + 1)) for i, r in enumerate(rows)]
         colour = plt.cm.viridis(n / max(len(histories) - 1, 1))
-        top.plot(x, [r["mean_return"] for r in rows], color=colour, label=f"KAR limit {eta:g}")
-        bottom.plot(x, [r["kar_weight"] for r in rows], color=colour, label=f"KAR weight, limit {eta:g}")
-        bottom.plot(x, [r["lkd_weight"] for r in rows], color=colour, ls="--",
-                    label=f"LKD weight, limit {eta:g}")
-    top.set_ylabel("mean return (Eq. 1)")
-    top.set_title("RL training")
-    bottom.set_ylabel("FC3 weight on P(key)")
-    bottom.set_xlabel("episodes")
-    bottom.axhline(0.0, color="k", lw=0.5)
-    for ax in (top, bottom):
+        axes[0].plot(x, [r["mean_return"] for r in rows], color=colour, label=f"KAR limit {eta:g}")
+        axes[1].plot(x, [r["key_ratio"] for r in rows], color=colour, label=f"key ratio, limit {eta:g}")
+        axes[1].plot(x, [r.get("completed", np.nan) for r in rows], color=colour, ls="--",
+                     label=f"completion rate, limit {eta:g}")
+        axes[1].axhline(eta, color=colour, lw=0.5, ls=":")
+        axes[2].plot(x, [r["entropy"] for r in rows], color=colour, label=f"KAR limit {eta:g}")
+        axes[3].plot(x, [r["kar_weight"] for r in rows], color=colour, label=f"KAR weight, limit {eta:g}")
+        axes[3].plot(x, [r["lkd_weight"] for r in rows], color=colour, ls="--",
+                     label=f"LKD weight, limit {eta:g}")
+    axes[0].set_ylabel("mean return")
+    axes[0].set_title("RL training")
+    axes[1].set_ylabel("fraction")
+    axes[2].set_ylabel("entropy (nats)")
+    axes[3].set_ylabel("FC3 weight on P(key)")
+    axes[3].set_xlabel("episodes")
+    axes[3].axhline(0.0, color="k", lw=0.5)
+    for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return _save(fig, path)

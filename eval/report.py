@@ -12,6 +12,7 @@ target AKI (`curves["oracle"]`, eval.oracle: the best key placement knowing the 
 import os
 import pathlib
 
+from eval import diagnostics
 from eval.curves import point_at_target
 from eval.figures import table1_markdown
 
@@ -221,6 +222,11 @@ def write_report(workdir, results):
         claim["key_value"] or "",
         (f"RL's sweep points span AKI {claim['rl_aki_range'][0]:.1f}-{claim['rl_aki_range'][1]:.1f}."
          if claim["rl_aki_range"][0] is not None else "No RL sweep points."),
+        "## Does the policy learn? RL diagnostics",
+        "Training curves (also Fig. 3 and TensorBoard), the policy's P(key) on held-out states, and how much "
+        "the deviation features can tell about where a key pays (rl_scheduler.probe).",
+        diagnostics.rl_markdown(results.get("diagnostics", {}).get("rl", {})),
+        diagnostics.stage_markdown(results.get("training", {})),
         "## Table 1: preliminary networks (test videos)",
         table1_markdown(results["table1"]),
     ]

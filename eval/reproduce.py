@@ -2,7 +2,8 @@
 
     python -m eval.reproduce --workdir=W [--config=tiny|smoke|paper] [--data_dir=D]
 
-Stages, in order: data -> prepare -> segmenter (N) -> table1 (N's scale sets) -> flownet (F) ->
+Stages, in order: data -> prepare -> segmenter (N) -> table1 (N's scale sets) -> flownet_pretrain (F learns
+motion from generated pairs with known flow) -> flownet (F fine-tuned as §4.2) ->
 flownet_eval (Table 1's FlowNet2-s row) -> dvsnet -> rl_eta<η> (one per KAR limit) -> sweeps -> figures
 -> report. Each stage calls the stage function of its package (docs/interfaces.md, "Stage functions") with
 the preset's hyper-parameters (eval.presets). A finished stage leaves `W/stages/<name>.json` (its returned
@@ -20,6 +21,7 @@ from absl import flags
 from deeplab_face import cli
 from deeplab_face.errors import ConfigError, DataError
 from eval import presets
+from eval import diagnostics
 from eval import report as report_lib
 
 FLAGS = flags.FLAGS
@@ -224,7 +226,8 @@ def stage_list(p, split, segmenter_init=None, flownet_init=None):
         from deeplab_face.make_synthetic import make_synthetic
         d = e.data
         return make_synthetic(p.data_dir, videos=d.synthetic_videos, frames=d.synthetic_frames,
-                              size=d.synthetic_size, seed=d.seed, demo_clip=d.demo_clip)
+                              size=d.synthetic_size, seed=d.seed, demo_clip=d.demo_clip,
+                              long_videos=d.long_videos, long_frames=d.long_frames)
 
     def prepare():
         from deeplab_face.prepare_300vw import prepare as prepare_fn
@@ -249,11 +252,18 @@ def stage_list(p, split, segmenter_init=None, flownet_init=None):
             rows += out["table1"]
         return {"table1": rows}
 
+    def pretrain_flownet():
+        from flownet2s.pretrain import pretrain
+        return _call(pretrain, p.checkpoint_dir("flownet_pretrain"), log=p.log, width=e.flow.width,
+                     face_crop_size=e.data.crop_size, **dataclasses.asdict(e.flow_pretrain))
+
     def train_flownet():
         from flownet2s.train import train_eval
         hparams = dataclasses.asdict(e.flow)
         if flownet_init:
             hparams["init_checkpoint"] = flownet_init
+        elif e.flow_pretrain.steps:
+            hparams["init_stage"] = p.checkpoint_dir("flownet_pretrain")
         return _call(train_eval, flow_dir, p.prepared_dir, seg_dir, list(split.segmenter_train),
                      list(split.segmenter_val), log=p.log, **hparams)
 
@@ -272,7 +282,8 @@ def stage_list(p, split, segmenter_init=None, flownet_init=None):
         from rl_scheduler.train import train_eval
         return _call(train_eval, p.checkpoint_dir(_eta_name(kar_limit)), p.prepared_dir, seg_dir, flow_dir,
                      list(split.scheduler_train), list(split.scheduler_val), log=p.log, kar_limit=kar_limit,
-                     flow_resolution=e.flow.flow_resolution, **dataclasses.asdict(e.rl))
+                     flow_resolution=e.flow.flow_resolution, pair_table_dir=str(p.workdir / "pair_tables"),
+                     **dataclasses.asdict(e.rl))
 
     def sweeps():
         from eval import sweeps as sweeps_lib
@@ -303,6 +314,9 @@ def stage_list(p, split, segmenter_init=None, flownet_init=None):
         stages.append((f"segmenter_{backbone}", f"train the Table 1 model {backbone}",
                        lambda b=backbone: train_segmenter(f"segmenter_{b}", b), True))
     stages.append(("table1", f"Table 1: N at scales {e.table1.scale_sets} on the test videos", table1, False))
+    if e.flow_pretrain.steps and not flownet_init:
+        stages.append(("flownet_pretrain", f"pretrain F on generated pairs with known flow "
+                       f"({e.flow_pretrain.steps} steps, EPE loss)", pretrain_flownet, True))
     stages.append(("flownet", f"fine-tune F (width {e.flow.width}, {e.flow.steps} steps, gaps "
                    f"{e.flow.min_gap}-{e.flow.max_gap})", train_flownet, True))
     stages.append(("flownet_eval", "Table 1: the FlowNet2-s row, mIoU per gap", flownet_eval, False))
@@ -333,9 +347,11 @@ def collect_results(p, split):
             "split": dataclasses.asdict(split),
         },
         "claim": report_lib.matched_aki_claim(curves, e.sweep.matched_aki_min),
+        "diagnostics": {"rl": diagnostics.rl_diagnostics(str(p.workdir), r)},
         "gap_miou": r.get("flownet_eval", {}).get("gap_miou", {}),
         "training": {name: r[name] for name in r
-                     if name in ("segmenter", "flownet", "dvsnet") or name.startswith(("rl_eta", "segmenter_"))},
+                     if name in ("segmenter", "flownet_pretrain", "flownet", "dvsnet")
+                     or name.startswith(("rl_eta", "segmenter_"))},
         "sweeps": {k: v for k, v in r.get("sweeps", {}).items() if k != "curves"},
         "figures": r.get("figures", {}),
         "timings": {"seconds_per_stage": dict(p.timings), "total_seconds": sum(p.timings.values()),
