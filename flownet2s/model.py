@@ -20,7 +20,7 @@ import numpy as np
 from keras import layers, ops
 
 from deeplab_face.stage import load_stage_weights, read_stage_config
-from deeplab_face.errors import ConfigError
+from deeplab_face.errors import CheckpointError, ConfigError
 
 FLOWNET2_S_WIDTH = 0.375       # "FlowNet2-s" (lower case), the paper's F (§3.1)
 FLOW_SCALE = 20.0              # predict_flow x 20 = displacement in flow-input pixels
@@ -49,6 +49,10 @@ NORMALIZATIONS = {
 }
 DEFAULT_NORMALIZATION = "pair_mean"
 SCALE_HEADS = ("dff", "dvsnet")
+# Multi-scale outputs (build_flownet(multiscale=True)): predict_flowN at stride 2^N, raw (flow / 20,
+# in input pixels), the five terms of FlowNet's training loss (FlowNet 2.0 / FlowNetS Caffe
+# `train.prototxt`: loss weights 0.32, 0.08, 0.02, 0.01, 0.005 from predict_flow6 to predict_flow2).
+MULTISCALE_LEVELS = (6, 5, 4, 3, 2)
 
 
 def scaled(channels, width):
@@ -166,7 +170,7 @@ def input_hw(input_size):
 
 
 def build_flownet(width=FLOWNET2_S_WIDTH, feature_channels=256, input_size=512, scale_head="dff",
-                  normalization=DEFAULT_NORMALIZATION):
+                  normalization=DEFAULT_NORMALIZATION, multiscale=False):
     """FlowNet2-s (width 0.375) / FlowNet2-S (1.0) with a scale-field head (§3.1, DFF).
 
     Args:
@@ -177,6 +181,9 @@ def build_flownet(width=FLOWNET2_S_WIDTH, feature_channels=256, input_size=512, 
       scale_head: "dff" (1x1 conv on concat2 -> C) or "dvsnet" (`predict_scale`, 3x3 on
         concat2 -> C). Both start at weights 0, bias 1 (scale field = 1).
       normalization: a key of NORMALIZATIONS.
+      multiscale: also return `predict_flow6` .. `predict_flow2` (raw, i.e. flow / 20 in input
+        pixels, at strides 64 .. 4) for FlowNet's multi-scale loss (flownet2s.pretrain). Adds
+        outputs only: the layers and the weights layout are the same as without it.
 
     Returns a Keras model on [key_frame, current_frame] (B, h, w, 3) RGB in [0, 255] returning
     dict `flow` (B, h/4, w/4, 2) in input pixels (x, y), `scale` (B, h/4, w/4, C), `conv6`,
@@ -198,6 +205,7 @@ def build_flownet(width=FLOWNET2_S_WIDTH, feature_channels=256, input_size=512, 
 
     # Refinement (flownet_dff.md "Refinement"): deconv and upsampled flow meet the skip.
     flow = _conv(taps["conv6_1"], "predict_flow6", 2, 3, activation=False)
+    predictions = {"predict_flow6": flow}
     concat = taps["conv6_1"]
     for level, skip, channels in DECODER:
         size = _hw(taps[skip])
@@ -205,6 +213,7 @@ def build_flownet(width=FLOWNET2_S_WIDTH, feature_channels=256, input_size=512, 
         upsampled = _deconv(flow, f"upsample_flow{level + 1}to{level}", 2, size, activation=False)
         concat = layers.Concatenate(name=f"concat{level}")([taps[skip], deconv, upsampled])
         flow = _conv(concat, f"predict_flow{level}", 2, 3, activation=False)
+        predictions[f"predict_flow{level}"] = flow
     flow = ConstantScale(FLOW_SCALE, name="flow")(flow)
 
     # Scale field S (DFF §3.1 / DVSNet predict_scale): linear, starts as the identity.
@@ -216,11 +225,15 @@ def build_flownet(width=FLOWNET2_S_WIDTH, feature_channels=256, input_size=512, 
         scale = layers.Conv2D(feature_channels, 1, name="scale_conv", **init)(concat)
 
     outputs = {"flow": flow, "scale": scale, "conv6": taps["conv6"], "conv6_1": taps["conv6_1"]}
+    if multiscale:
+        outputs.update(predictions)
     model = keras.Model([key_frame, current_frame], outputs, name="flownet2s")
-    object.__setattr__(model, "flownet_args", dict(
-        width=float(width), feature_channels=int(feature_channels),
-        input_size=input_size if isinstance(input_size, int) else [height, width_px],
-        scale_head=scale_head, normalization=normalization))
+    args = dict(width=float(width), feature_channels=int(feature_channels),
+                input_size=input_size if isinstance(input_size, int) else [height, width_px],
+                scale_head=scale_head, normalization=normalization)
+    if multiscale:  # recorded only when set, so stage configs written from flownet_args keep their keys
+        args["multiscale"] = True
+    object.__setattr__(model, "flownet_args", args)
     return model
 
 
@@ -244,6 +257,24 @@ def resized_flownet(flow_net, input_size):
     model = build_flownet(**args)
     model.set_weights(flow_net.get_weights())
     return model
+
+
+def copy_flow_weights(source, target, what="flow net"):
+    """Copies FlowNetS proper (every layer but the scale-field head) from `source` to `target` by
+    layer name; weights are size-free, so the input sizes may differ. The scale heads are left as
+    they are: their channels follow the segmenter's features, and pretraining on flow (which has no
+    features to scale) leaves them at their identity start anyway."""
+    skip = set(scale_head_layer_names(source)) | set(scale_head_layer_names(target))
+    for layer in target.layers:
+        if layer.name in skip or not layer.weights:
+            continue
+        try:
+            weights = source.get_layer(layer.name).get_weights()
+            layer.set_weights(weights)
+        except ValueError as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CheckpointError(f"{what}: layer {layer.name} does not fit ({first})") from None
+    return target
 
 
 def load_flownet(stage_dir):

@@ -7,6 +7,9 @@ task_net(warp(feature_net(I_k), F(I_k, I_i)) * S) against the current frame's la
 frames apart (reconstructed from §4.2 / paper.md §1). Adam, constant learning rate
 (reconstructed: the paper gives no schedule).
 
+F starts from random weights, a TF1 checkpoint (--init_checkpoint) or a flow pretraining stage
+(--init_stage, flownet2s.pretrain: FlowNet's supervised start on pairs with known flow).
+
 Resumable: `<workdir>/ckpt` holds F, the optimizer and the step. When done, writes
 `config.json` (build_flownet arguments + the DFF options it was trained with),
 `final.weights.h5`, `hparams.json` and `DONE`.
@@ -27,7 +30,8 @@ from deeplab_face.errors import ConfigError  # noqa: E402
 from deeplab_face.segmentation_metrics import confusion_matrix, mean_iou  # noqa: E402
 from deeplab_face.train import pixel_cross_entropy, resolve_videos, scalar_summary  # noqa: E402
 from flownet2s.dff import DeepFeatureFlow, flow_input_size  # noqa: E402
-from flownet2s.model import DEFAULT_NORMALIZATION, FLOWNET2_S_WIDTH, NORMALIZATIONS, build_flownet  # noqa: E402
+from flownet2s.model import (DEFAULT_NORMALIZATION, FLOWNET2_S_WIDTH, NORMALIZATIONS, build_flownet,  # noqa: E402
+                             copy_flow_weights, load_flownet)
 
 MIN_GAP, MAX_GAP = 1, 30   # §4.2 (reconstructed): key-current pairs 1-30 frames apart
 
@@ -100,15 +104,31 @@ def validation_miou(dff, prepared_dir, video_ids, batch_size, num_classes, max_p
     return 100.0 * mean_iou(confusion)
 
 
+def init_from_stage(flow_net, stage_dir):
+    """F's FlowNetS layers from a pretraining stage (its scale head stays at the identity start)."""
+    pretrained = load_flownet(stage_dir)
+    for name in ("width", "normalization"):
+        theirs, ours = pretrained.flownet_args[name], flow_net.flownet_args[name]
+        if theirs != ours:
+            raise ConfigError(f"--init_stage={stage_dir}: {name} {theirs!r} does not match --{name}={ours!r}")
+    return copy_flow_weights(pretrained, flow_net, what=f"--init_stage={stage_dir}")
+
+
 def train_eval(root_dir, prepared_dir, segmenter_dir, train_videos, val_videos=(),
                width=FLOWNET2_S_WIDTH, steps=20000, batch_size=4, learning_rate=1e-4,
                min_gap=MIN_GAP, max_gap=MAX_GAP, flow_resolution="full", init_checkpoint=None,
                seed=0, checkpoint_every=500, pseudo_labels=False, normalization=DEFAULT_NORMALIZATION,
-               scale_head="dff", border="zeros", val_pairs=64, verbose=1):
-    """Fine-tunes F into `root_dir` (resuming from `root_dir/ckpt`); returns its final numbers."""
+               scale_head="dff", border="zeros", val_pairs=64, verbose=1, init_stage=None):
+    """Fine-tunes F into `root_dir` (resuming from `root_dir/ckpt`); returns its final numbers.
+
+    init_stage: a finished flownet2s.pretrain stage whose FlowNetS weights start F (any input
+    size: weights are size-free; its width and normalisation must match).
+    """
     from deeplab_face import load_segmenter
     if steps < 1 or batch_size < 1:
         raise ConfigError(f"--steps={steps} / --batch_size={batch_size}: must be positive")
+    if init_checkpoint and init_stage:
+        raise ConfigError("--init_checkpoint and --init_stage: give one starting point, not both")
     keras.utils.set_random_seed(seed)
     train_videos, val_videos = resolve_videos(prepared_dir, train_videos, val_videos)
     segmenter = load_segmenter(segmenter_dir)
@@ -128,6 +148,8 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, train_videos, val_videos=(
     if not restored and init_checkpoint:
         from flownet2s.checkpoint import load_tf1_checkpoint
         load_tf1_checkpoint(flow_net, init_checkpoint)
+    if not restored and init_stage:
+        init_from_stage(flow_net, init_stage)
     start_step = int(step.numpy())
     if start_step < steps:
         clear_done(root_dir)  # training on past a finished stage
@@ -168,6 +190,7 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, train_videos, val_videos=(
                    val_videos=val_videos, steps=steps, batch_size=batch_size,
                    learning_rate=learning_rate, min_gap=min_gap, max_gap=max_gap,
                    init_checkpoint=init_checkpoint, seed=seed, pseudo_labels=pseudo_labels,
+                   init_stage=os.path.abspath(init_stage) if init_stage else None,
                    prepared_dir=os.path.abspath(prepared_dir))
     with open(os.path.join(root_dir, "hparams.json"), "w") as f:
         json.dump(hparams, f, indent=2)
@@ -200,6 +223,8 @@ def define_flags():
                       "of 64 <= S (full) or half of it (DFF).")
     flags.DEFINE_string("init_checkpoint", None, "TF1 FlowNet2-S (FlowNetS/...) or DVSNet "
                         "(FlowNets/...) checkpoint to start from.")
+    flags.DEFINE_string("init_stage", None, "Finished flow pretraining stage (python -m "
+                        "flownet2s.pretrain) to start F from; any input size.")
     flags.DEFINE_boolean("pseudo_labels", False, "Target = N's prediction on the current frame "
                          "instead of its label.")
     flags.DEFINE_enum("normalization", DEFAULT_NORMALIZATION, sorted(NORMALIZATIONS),
@@ -225,7 +250,7 @@ def main(argv):
         flow_resolution=FLAGS.flow_resolution, init_checkpoint=FLAGS.init_checkpoint, seed=FLAGS.seed,
         checkpoint_every=FLAGS.checkpoint_every, pseudo_labels=FLAGS.pseudo_labels,
         normalization=FLAGS.normalization, scale_head=FLAGS.scale_head, border=FLAGS.border,
-        val_pairs=FLAGS.val_pairs)
+        val_pairs=FLAGS.val_pairs, init_stage=FLAGS.init_stage)
     print(json.dumps(results))
 
 

@@ -206,6 +206,27 @@ class SyntheticFace:
         r = np.deg2rad(angle)
         return np.array([[s * np.cos(r), -s * np.sin(r), cx], [s * np.sin(r), s * np.cos(r), cy]])
 
+    def transform(self, t):
+        """Frame t's similarity transform (2x3), face units -> pixels. Head, hair, ears, neck and
+        clothes move rigidly with it; the landmarks add blinks and mouth motion on top
+        (ground-truth flow: deeplab_face.data.synthetic_flow_gt)."""
+        return self._transform(t)
+
+    def moving_mask(self, t, label=None):
+        """bool (S, S): the pixels of frame t that move with the head (clothes, neck, ears, cranium,
+        hair and the labelled face, as `render` draws them); the rest is the static `background`.
+        `label`: frame t's label when the caller has it (render's third output)."""
+        m = self._transform(t)
+        mask = np.zeros((self.size, self.size), np.uint8)
+        outlines = [_shape_points(k) for k in ("clothes", "neck", "head", "hair")] + _shape_points("ears")
+        for outline in outlines:
+            q = outline @ m[:, :2].T + m[:, 2]
+            cv2.fillPoly(mask, [np.round(q * 16).astype(np.int32)], 1, cv2.LINE_8, 4)
+        if label is None:
+            label = landmarks_to_label(self.points(t), self.size, self.size)
+        mask[label > 0] = 1
+        return mask.astype(bool)
+
     def points(self, t):
         """The frame's 68 points (float32, 0-based pixels), snapped to POINT_STEP."""
         sched = self.schedule

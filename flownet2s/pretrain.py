@@ -1,0 +1,330 @@
+"""Pretrain the flow net F on pairs with known flow: `python -m flownet2s.pretrain --root_dir=D`.
+
+FlowNet 2.0's released weights were trained on FlyingChairs (then FlyingThings3D) with end-point
+error supervision; they cannot be downloaded here, so this does what they were made from, on the
+FlyingChairs-style pairs of flownet2s.synthetic_flow, generated on the fly. Fine-tuning on faces
+(§4.2, flownet2s.train --init_stage) then starts from a net whose flow and Conv6 features know
+motion instead of from random weights.
+
+Loss (FlowNet §3, FlowNet 2.0 Caffe `train.prototxt`): at each of predict_flow6 .. predict_flow2,
+the mean end-point error between the raw prediction and the ground truth divided by 20 (FlowNet's
+flow scale) and average-pooled to that scale (flownet2-pytorch `MultiScale`), weighted
+0.32, 0.08, 0.02, 0.01, 0.005. Adam at a constant 1e-4 (FlowNet 2.0's S_long starts there). The
+net starts as FlowNet's did (MSRA weights; here also bilinear flow upsamplings, see below).
+
+What CPU budgets buy (measured on the shared 2-core CPU, load 7-11, width 0.375): input 128, batch 4,
+100 steps (~90 s of process CPU, 0.7-0.9 steps/s wall) take the AEE on held-out pairs from 10.7 to
+6.9 px and on face pairs from 8.4 to 5.0, i.e. to the zero-flow level (6.84, 4.95): the net learns
+the size of motions, not yet their direction. 800 steps at input 64 (batch 8, lr 1e-3) get ~4 %
+below zero flow, and lr 1e-3 starts to spike there: FlowNetS' early plateau, which FlowNet leaves
+after thousands of steps at 1e-4. Real gains need a GPU run of that length.
+
+Reported: average end-point error (AEE, input pixels, the flow upsampled to the input as
+DeepFeatureFlow resizes it) on held-out generated pairs (a fixed validation seed, never a training
+one) before and after, the zero-flow AEE of the same pairs, and the same on synthetic face pairs
+cropped as prepare_300vw crops them (deeplab_face.data.synthetic_flow_gt; non-occluded pixels).
+
+Resumable (`<root_dir>/ckpt`: F, optimizer, step; the "before" numbers are kept in
+`pretrain_before.json`). When done, writes the stage the other trainings write (`config.json` =
+build_flownet arguments, `final.weights.h5`, `hparams.json`, `DONE`), so `flownet2s.load_flownet`
+loads it.
+"""
+import json
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import cv2  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import flags  # noqa: E402
+
+from deeplab_face import cli  # noqa: E402
+from deeplab_face.errors import CheckpointError, ConfigError  # noqa: E402
+from deeplab_face.stage import clear_done, finish_stage, resumable_checkpoint  # noqa: E402
+from deeplab_face.train import scalar_summary  # noqa: E402
+from flownet2s.dff import resize_align_corners  # noqa: E402
+from flownet2s.model import (DEFAULT_NORMALIZATION, FLOW_SCALE, FLOWNET2_S_WIDTH, INPUT_MULTIPLE,  # noqa: E402
+                             MULTISCALE_LEVELS, NORMALIZATIONS, build_flownet, scale_head_layer_names)
+from flownet2s import synthetic_flow  # noqa: E402
+from flownet2s.synthetic_flow import MAX_MOTION, make_pairs, pair_stream  # noqa: E402
+
+# FlowNet's multi-scale loss weights, predict_flow6 .. predict_flow2 (module docstring).
+FLOW_LOSS_WEIGHTS = (0.32, 0.08, 0.02, 0.01, 0.005)
+VALIDATION_SEED = 20200613       # held-out generated pairs: the same for every run and --seed
+FACE_VALIDATION_SEED = 20200614  # held-out synthetic face videos (make_synthetic uses 1000*seed+i)
+BEFORE = "pretrain_before.json"
+EVAL_BATCH = 8
+
+
+def msra_initialization(flow_net, seed):
+    """FlowNet's start: MSRA (He) weights and zero biases (the Caffe nets' `msra` filler; its ports
+    use kaiming_normal). Keras' default Glorot shrinks the activations about 2x per LeakyReLU layer,
+    so conv6_1 starts ~1e-4 and the coarse scales, which carry most of the loss weight, barely learn
+    (measured: std 0.09 at conv1 -> 1.5e-4 at conv6_1 with Glorot, 0.2 -> 0.02 with MSRA).
+    The scale head keeps its identity start; the flow upsamplings are set by bilinear_flow_upsampling."""
+    generator = keras.random.SeedGenerator(seed)
+    skip = set(scale_head_layer_names(flow_net))
+    for layer in flow_net.layers:
+        if not isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)) or layer.name in skip:
+            continue
+        weights = layer.get_weights()
+        weights[0] = keras.ops.convert_to_numpy(keras.initializers.HeNormal(seed=generator)(weights[0].shape))
+        weights[1:] = [np.zeros_like(w) for w in weights[1:]]
+        layer.set_weights(weights)
+
+
+def bilinear_flow_upsampling(flow_net):
+    """Starts every `upsample_flowNtoM` (4x4 stride-2 deconvolution, 2 -> 2 channels) as bilinear
+    2x upsampling of each flow channel, as FCN starts its deconvolutions: a coarse prediction then
+    reaches the finest output from the first step, instead of through random kernels. Flows are in
+    input pixels at every scale (/20), so no value scaling is needed."""
+    taps = np.array([0.25, 0.75, 0.75, 0.25], np.float32)
+    kernel = np.zeros((4, 4, 2, 2), np.float32)
+    for channel in range(2):
+        kernel[:, :, channel, channel] = np.outer(taps, taps)
+    for layer in flow_net.layers:
+        if layer.name.startswith("upsample_flow") and layer.weights:
+            layer.set_weights([kernel])
+
+
+def level_targets(flow, input_size):
+    """Ground truth (s, s, 2) in input pixels -> FlowNet's targets, predict_flow6 .. 2 order:
+    flow / 20 average-pooled to stride 2^level."""
+    flow = np.asarray(flow, np.float32) / np.float32(FLOW_SCALE)
+    return tuple(cv2.resize(flow, (input_size >> level, input_size >> level), interpolation=cv2.INTER_AREA)
+                 for level in MULTISCALE_LEVELS)
+
+
+def multiscale_loss(outputs, targets, weights=FLOW_LOSS_WEIGHTS):
+    """sum_l w_l * mean end-point error at predict_flow_l (both in flow / 20 units)."""
+    total = 0.0
+    for level, target, weight in zip(MULTISCALE_LEVELS, targets, weights):
+        diff = outputs[f"predict_flow{level}"] - target
+        total += weight * tf.reduce_mean(tf.sqrt(tf.reduce_sum(tf.square(diff), axis=-1) + 1e-12))
+    return total
+
+
+def flow_variables(flow_net):
+    """FlowNetS' trainable variables: no loss reaches the scale field here."""
+    skip = set(scale_head_layer_names(flow_net))
+    return [v for layer in flow_net.layers if layer.name not in skip for v in layer.trainable_variables]
+
+
+def make_train_step(flow_net, optimizer, weights=FLOW_LOSS_WEIGHTS):
+    """One compiled Adam step on (key, current, targets); returns (loss, training AEE at
+    predict_flow2 in input pixels). `flow_net` is built with multiscale=True."""
+    variables = flow_variables(flow_net)
+
+    @tf.function
+    def train_step(key, current, targets):
+        with tf.GradientTape() as tape:
+            outputs = flow_net([key, current], training=True)
+            loss = multiscale_loss(outputs, targets, weights)
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        epe = tf.reduce_mean(tf.norm(outputs["predict_flow2"] - targets[-1], axis=-1)) * FLOW_SCALE
+        return loss, epe
+
+    return train_step
+
+
+def stack_targets(flows, input_size):
+    """level_targets of a batch of flows (N, s, s, 2): a tuple of (N, ...) arrays, predict_flow6 first."""
+    return tuple(np.stack(level) for level in zip(*[level_targets(f, input_size) for f in flows]))
+
+
+def _dataset(input_size, batch_size, seed, max_motion):
+    """Batches (key, current, (target6, ..., target2)) of freshly generated pairs."""
+    def examples():
+        for pair in pair_stream(input_size, seed, max_motion=max_motion):
+            yield (pair["key"].astype(np.float32), pair["current"].astype(np.float32),
+                   level_targets(pair["flow"], input_size))
+
+    image = tf.TensorSpec((input_size, input_size, 3), tf.float32)
+    targets = tuple(tf.TensorSpec((input_size >> level, input_size >> level, 2), tf.float32)
+                    for level in MULTISCALE_LEVELS)
+    ds = tf.data.Dataset.from_generator(examples, output_signature=(image, image, targets))
+    return ds.batch(batch_size).prefetch(2)   # generation overlaps the training step
+
+
+def average_epe(flow_net, pairs, use_valid=False):
+    """AEE in input pixels of `flow_net` on stacked `pairs` (key, current, flow[, valid]): the
+    stride-4 flow resized to the input (align-corners, as DeepFeatureFlow resizes it); over all
+    pixels (dense ground truth, FlyingChairs' AEE) or, with use_valid, the non-occluded ones."""
+    size = pairs["flow"].shape[1:3]
+    total = count = 0.0
+    for start in range(0, len(pairs["flow"]), EVAL_BATCH):
+        batch = slice(start, start + EVAL_BATCH)
+        out = flow_net([pairs["key"][batch].astype(np.float32),
+                        pairs["current"][batch].astype(np.float32)], training=False)
+        flow = keras.ops.convert_to_numpy(resize_align_corners(out["flow"], size))
+        epe = np.linalg.norm(flow - pairs["flow"][batch], axis=-1)
+        weight = pairs["valid"][batch] if use_valid else np.ones_like(epe, bool)
+        total += float(epe[weight].sum())
+        count += float(weight.sum())
+    return total / max(count, 1.0)
+
+
+def zero_epe(pairs, use_valid=False):
+    """AEE of predicting no motion: the mean ground-truth magnitude."""
+    magnitude = np.linalg.norm(pairs["flow"], axis=-1)
+    return float(magnitude[pairs["valid"]].mean() if use_valid else magnitude.mean())
+
+
+def _check(width, input_size, steps, batch_size, learning_rate, checkpoint_every, val_pairs,
+           face_pairs, face_crop_size, normalization):
+    if not (width > 0):
+        raise ConfigError(f"--width={width}: must be positive")
+    if input_size < INPUT_MULTIPLE or input_size % INPUT_MULTIPLE:
+        raise ConfigError(f"--input_size={input_size}: must be a positive multiple of {INPUT_MULTIPLE}")
+    for flag, value in (("steps", steps), ("batch_size", batch_size), ("val_pairs", val_pairs)):
+        if value < 1:
+            raise ConfigError(f"--{flag}={value}: must be at least 1")
+    if not (learning_rate > 0):
+        raise ConfigError(f"--learning_rate={learning_rate}: must be positive")
+    if checkpoint_every < 0 or face_pairs < 0:
+        raise ConfigError(f"--checkpoint_every={checkpoint_every} / --face_pairs={face_pairs}: "
+                          f"must not be negative")
+    if face_pairs and face_crop_size < INPUT_MULTIPLE // 4:
+        raise ConfigError(f"--face_crop_size={face_crop_size}: too small")
+    if normalization not in NORMALIZATIONS:
+        raise ConfigError(f"--normalization: {normalization!r} not in {sorted(NORMALIZATIONS)}")
+
+
+def pretrain(root_dir, width=FLOWNET2_S_WIDTH, input_size=128, steps=300, batch_size=8,
+             learning_rate=1e-4, seed=0, checkpoint_every=100, val_pairs=64, face_pairs=16,
+             face_crop_size=129, face_frame_size=256, normalization=DEFAULT_NORMALIZATION,
+             max_motion=MAX_MOTION, log=print, verbose=1):
+    """Pretrains F into `root_dir` (resuming from `root_dir/ckpt`); returns its numbers:
+
+    dict step, resumed_from_step, loss (last step), seconds and steps_per_second (this run's
+    training loop), val_epe_before, val_epe_after, val_epe_zero (AEE on `val_pairs` held-out
+    generated pairs at `input_size`), face_epe_before, face_epe_after, face_epe_zero (AEE on
+    `face_pairs` synthetic face pairs cropped to `face_crop_size` and resized to `input_size`,
+    non-occluded pixels; None when face_pairs is 0).
+    """
+    _check(width, input_size, steps, batch_size, learning_rate, checkpoint_every, val_pairs,
+           face_pairs, face_crop_size, normalization)
+    keras.utils.set_random_seed(seed)
+    build_args = dict(width=float(width), feature_channels=256, input_size=int(input_size),
+                      scale_head="dff", normalization=normalization)
+    flow_net = build_flownet(**build_args, multiscale=True)
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+    optimizer.build(flow_variables(flow_net))
+    try:
+        step, manager, restored = resumable_checkpoint(root_dir, model=flow_net, optimizer=optimizer)
+    except (ValueError, tf.errors.OpError) as e:
+        raise CheckpointError(f"{os.path.join(root_dir, 'ckpt')}: does not fit --width={width} "
+                              f"({str(e).splitlines()[0]})") from None
+    start_step = int(step.numpy())
+    if not restored:
+        msra_initialization(flow_net, seed)
+        bilinear_flow_upsampling(flow_net)
+    if start_step < steps:
+        clear_done(root_dir)
+
+    val = make_pairs(val_pairs, input_size, VALIDATION_SEED, max_motion=max_motion)
+    faces = synthetic_flow.face_pairs(face_pairs, input_size, FACE_VALIDATION_SEED, face_crop_size,
+                       face_frame_size) if face_pairs else None
+    before_path = os.path.join(root_dir, BEFORE)
+    if restored and os.path.exists(before_path):
+        with open(before_path) as f:
+            before = json.load(f)
+    else:  # the untrained net's numbers, kept so that a resumed run still reports them
+        before = {"val_epe_before": average_epe(flow_net, val),
+                  "face_epe_before": average_epe(flow_net, faces, True) if faces else None}
+        with open(before_path, "w") as f:
+            json.dump(before, f)
+    log(f"pretrain: AEE before {before['val_epe_before']:.3f} px on {val_pairs} generated pairs "
+        f"(zero flow {zero_epe(val):.3f})")
+
+    train_step = make_train_step(flow_net, optimizer)
+    writer = tf.summary.create_file_writer(os.path.join(root_dir, "tensorboard"))
+    # A resumed run reseeds the pair stream so that it does not replay the first batches.
+    data = iter(_dataset(input_size, batch_size, [seed, start_step], max_motion))
+    progbar = keras.utils.Progbar(steps, verbose=verbose)
+    loss = float("nan")
+    started = time.perf_counter()
+    while int(step.numpy()) < steps:
+        key, current, targets = next(data)
+        loss, epe = (float(v) for v in train_step(key, current, targets))
+        step.assign_add(1)
+        current_step = int(step.numpy())
+        with writer.as_default():
+            scalar_summary("loss", loss, step=current_step)
+            scalar_summary("train_epe", epe, step=current_step)
+            scalar_summary("learning_rate", learning_rate, step=current_step)
+        progbar.update(current_step, [("loss", loss), ("epe", epe)])
+        if not np.isfinite(loss):
+            raise ConfigError(f"--learning_rate={learning_rate}: loss diverged at step {current_step}")
+        if checkpoint_every and current_step % checkpoint_every == 0:
+            manager.save(checkpoint_number=current_step)
+    seconds = time.perf_counter() - started
+    manager.save(checkpoint_number=int(step.numpy()))
+
+    final_step = int(step.numpy())
+    results = dict(step=final_step, resumed_from_step=start_step, loss=loss, seconds=seconds,
+                   steps_per_second=(final_step - start_step) / seconds if final_step > start_step
+                   else None,
+                   val_epe_before=before["val_epe_before"], val_epe_after=average_epe(flow_net, val),
+                   val_epe_zero=zero_epe(val), face_epe_before=before["face_epe_before"],
+                   face_epe_after=average_epe(flow_net, faces, True) if faces else None,
+                   face_epe_zero=zero_epe(faces, True) if faces else None)
+    with writer.as_default():
+        for name in ("val_epe_after", "face_epe_after"):
+            if results[name] is not None:
+                scalar_summary(name, results[name], step=final_step)
+    writer.flush()
+    log(f"pretrain: AEE after {results['val_epe_after']:.3f} px (before {results['val_epe_before']:.3f})"
+        + (f"; faces {results['face_epe_after']:.3f} (before {results['face_epe_before']:.3f}, "
+           f"zero flow {results['face_epe_zero']:.3f})" if faces else ""))
+
+    hparams = dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                   val_pairs=val_pairs, face_pairs=face_pairs, face_crop_size=face_crop_size,
+                   face_frame_size=face_frame_size, max_motion=max_motion,
+                   loss_weights=list(FLOW_LOSS_WEIGHTS), data="flownet2s.synthetic_flow")
+    os.makedirs(root_dir, exist_ok=True)
+    with open(os.path.join(root_dir, "hparams.json"), "w") as f:
+        json.dump(hparams, f, indent=2)
+    # The multi-scale outputs add no layers: final.weights.h5 loads into build_flownet(**config).
+    finish_stage(root_dir, flow_net, build_args, done_text=json.dumps(results))
+    return results
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    flags.DEFINE_string("root_dir", None, "Stage directory: ckpt/, tensorboard/, config.json, "
+                        "final.weights.h5, DONE. Re-running resumes from ckpt/.")
+    flags.DEFINE_float("width", FLOWNET2_S_WIDTH, "FlowNetS width: 0.375 = FlowNet2-s, 1.0 = FlowNet2-S.")
+    flags.DEFINE_integer("input_size", 128, "Side of the generated pairs = flow-net input (multiple of 64).")
+    flags.DEFINE_integer("steps", 300, "Training steps.")
+    flags.DEFINE_integer("batch_size", 8, "Pairs per step.")
+    flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate (constant; FlowNet 2.0: 1e-4).")
+    flags.DEFINE_integer("seed", 0, "Seed of initialisation and of the generated training pairs.")
+    flags.DEFINE_integer("checkpoint_every", 100, "Save a resumable checkpoint every so many steps.")
+    flags.DEFINE_integer("val_pairs", 64, "Held-out generated pairs for the AEE before/after.")
+    flags.DEFINE_integer("face_pairs", 16, "Held-out synthetic face pairs for a face AEE (0: none).")
+    flags.DEFINE_integer("face_crop_size", 129, "Crop side S of the face pairs (as prepare_300vw).")
+    flags.DEFINE_enum("normalization", DEFAULT_NORMALIZATION, sorted(NORMALIZATIONS),
+                      "Flow-net input normalisation.")
+
+
+def main(argv):
+    del argv
+    if not FLAGS.root_dir:
+        raise ConfigError("--root_dir is required")
+    results = pretrain(FLAGS.root_dir, width=FLAGS.width, input_size=FLAGS.input_size, steps=FLAGS.steps,
+                       batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate, seed=FLAGS.seed,
+                       checkpoint_every=FLAGS.checkpoint_every, val_pairs=FLAGS.val_pairs,
+                       face_pairs=FLAGS.face_pairs, face_crop_size=FLAGS.face_crop_size,
+                       normalization=FLAGS.normalization)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.run(main)
