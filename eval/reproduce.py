@@ -4,7 +4,7 @@
 
 Stages, in order: data -> prepare -> segmenter (N) -> table1 (N's scale sets) -> flownet_pretrain (F learns
 motion from generated pairs with known flow) -> flownet (F fine-tuned as §4.2) ->
-flownet_eval (Table 1's FlowNet2-s row) -> dvsnet -> rl_eta<η> (one per KAR limit) -> sweeps -> figures
+flownet_eval (Table 1's FlowNet2-s row) -> rl_eta<η> (one per KAR limit) -> dvsnet -> sweeps -> figures
 -> report. Each stage calls the stage function of its package (docs/interfaces.md, "Stage functions") with
 the preset's hyper-parameters (eval.presets). A finished stage leaves `W/stages/<name>.json` (its returned
 numbers and elapsed time) and is skipped on re-run; an interrupted training resumes from its own
@@ -276,7 +276,8 @@ def stage_list(p, split, segmenter_init=None, flownet_init=None):
         from rl_scheduler.train_dvsnet import train_eval
         return _call(train_eval, p.checkpoint_dir("dvsnet"), p.prepared_dir, seg_dir, flow_dir,
                      list(split.scheduler_train), list(split.scheduler_val), log=p.log,
-                     flow_resolution=e.flow.flow_resolution, **dataclasses.asdict(e.dvsnet))
+                     flow_resolution=e.flow.flow_resolution, pair_table_dir=str(p.workdir / "pair_tables"),
+                     **dataclasses.asdict(e.dvsnet))
 
     def train_rl(kar_limit):
         from rl_scheduler.train import train_eval
@@ -320,10 +321,10 @@ def stage_list(p, split, segmenter_init=None, flownet_init=None):
     stages.append(("flownet", f"fine-tune F (width {e.flow.width}, {e.flow.steps} steps, gaps "
                    f"{e.flow.min_gap}-{e.flow.max_gap})", train_flownet, True))
     stages.append(("flownet_eval", "Table 1: the FlowNet2-s row, mIoU per gap", flownet_eval, False))
-    stages.append(("dvsnet", f"train the DVSNet decision network ({e.dvsnet.epochs} epochs)", train_dvsnet, True))
-    for eta in e.kar_limits:
+    for eta in e.kar_limits:   # first: their pair tables (W/pair_tables) serve the DVSNet stage too
         stages.append((_eta_name(eta), f"train the RL policy, KAR limit {eta:g}, {e.rl.episodes} episodes",
                        lambda eta=eta: train_rl(eta), True))
+    stages.append(("dvsnet", f"train the DVSNet decision network ({e.dvsnet.epochs} epochs)", train_dvsnet, True))
     stages.append(("sweeps", f"scheduler sweeps on the test videos {' '.join(split.test)}", sweeps, False))
     stages.append(("figures", "Fig. 3, 4, 6, 7, 8 and Table 1", figures, False))
     return stages

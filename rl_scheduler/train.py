@@ -209,16 +209,14 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, flownet_dir, train_videos,
 
 
 def fill_pair_table(cache, horizon, path=None, log=print, name=""):
-    """Load the cache's pair table from `path`, or compute it (batched) and write it there."""
+    """Load the cache's pair table from `path` (another stage may have written it), compute the
+    pairs up to `horizon` it lacks (batched), and write it back when any were added."""
     if path and os.path.exists(path):
-        loaded = cache.load_table(path)
-        log(f"pair table {name}: {loaded} pairs from {path}")
-        if loaded:
-            return
+        log(f"pair table {name}: {cache.load_table(path)} pairs from {path}")
     start = time.perf_counter()
     count = cache.prefetch_gaps(horizon, log=log)
-    log(f"pair table {name}: {count} pairs (gaps 1-{horizon}) in {time.perf_counter() - start:.1f} s")
-    if path:
+    log(f"pair table {name}: {count} pairs added (gaps 1-{horizon}) in {time.perf_counter() - start:.1f} s")
+    if path and count:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         cache.save_table(path)
 

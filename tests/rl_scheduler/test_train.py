@@ -46,6 +46,10 @@ def test_policy_stage_files_resume_and_load(tmp_path):
     policy = load_policy(root)
     stage = json.load(open(os.path.join(root, "config.json")))
     assert stage["deviation_shape"] == [2, 2, 4] and stage["training"]["kar_limit"] == 0.5
+    # the deployed threshold is the validated operating point, and the key price resumed with the policy
+    assert stage["operating_threshold"] in [float(t) for t in __import__("rl_scheduler.config").config.VALIDATION_TAUS]
+    assert {"val_quality", "val_tau", "completed", "key_price"} <= set(resumed[-1]) | _tags(root)
+    assert resumed[3]["key_price"] > 0 and len(resumed[-1]["lkd_histogram"]) == 9
     scheduler = make_scheduler("rl", policy=policy)
     obs = dict(conv6=caches[0].pair(0, 1).conv6, conv6_1=caches[0].pair(0, 1).conv6_1,
                flow_magnitude=0.0, frame_index=1)
