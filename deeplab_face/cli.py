@@ -1,24 +1,82 @@
-"""Shared entry point for the absl commands: one clear error line, exit status 2."""
+"""Shared entry point for the absl commands: one clear error line, exit status 2.
+
+`run(main)` is `app.run(main)` with the project's error convention (README, "Errors"):
+- a bad flag (absl's own parse and bound checks included), bad data, a checkpoint that does not fit,
+  an output folder that cannot be written (permission, a file in the way, no space left), a corrupt
+  TFRecord: one line `error: ...` on stderr naming the flag or file, exit status 2;
+- Ctrl-C: one line `interrupted: ...`, exit status 130; every finished stage and the last checkpoint
+  are kept, so the same command resumes;
+- anything else is a bug and keeps its traceback.
+"""
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # noqa: E402
+from absl import app, flags  # noqa: E402
 
+from deeplab_face import atomic  # noqa: E402
 from deeplab_face.errors import ProjectError  # noqa: E402
+
+USAGE_STATUS = 2        # bad input of any kind
+INTERRUPTED_STATUS = 130  # 128 + SIGINT, as shells report Ctrl-C
+
+
+def _one_line(text):
+    return " ".join(str(text).split())
+
+
+def _exit(prefix, message, status):
+    if sys.stdout.isatty():  # end a progress bar's unfinished line first
+        print(flush=True)
+    sys.stdout.flush()
+    print(f"{prefix}: {_one_line(message)}", file=sys.stderr, flush=True)
+    sys.exit(status)
+
+
+def error_line(exc):
+    """The one-line message for an expected failure `exc`, or None when `exc` is a bug."""
+    if isinstance(exc, ProjectError):
+        return str(exc)
+    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+        # (a missing input is checked where it is read; one that slips through is a bug to see)
+        mapped = atomic.output_error(exc.filename or "output", exc)
+        return None if mapped is None else str(mapped)
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and isinstance(exc, tf.errors.OpError):
+        reason = (exc.message or type(exc).__name__).splitlines()[0]
+        if isinstance(exc, tf.errors.DataLossError):
+            return f"corrupt data file ({reason}); delete it and recreate it (prepare_300vw redoes a deleted video)"
+        if isinstance(exc, tf.errors.ResourceExhaustedError):
+            return (f"out of space or memory ({reason}); free disk space, or lower --batch_size, and run "
+                    "the same command again")
+    return None
+
+
+def parse_flags(argv):
+    """absl's flag parsing with the project's convention: a bad flag is one line and exit 2."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        _exit("error", f"{e} (--helpfull lists every flag)", USAGE_STATUS)
 
 
 def run(main):
-    """`app.run(main)`, printing a `ProjectError` as one line instead of a traceback."""
+    """`app.run(main)`, printing expected failures as one line (module docstring)."""
 
     def guarded(argv):
         try:
             return main(argv)
-        except ProjectError as e:
-            if sys.stdout.isatty():  # end a progress bar's unfinished line first
-                print(flush=True)
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+        except KeyboardInterrupt:
+            _exit("interrupted", "stopped by Ctrl-C; finished stages and the last checkpoint are kept: run "
+                  "the same command again to resume", INTERRUPTED_STATUS)
+        except Exception as e:  # noqa: BLE001 - anything not recognised is re-raised below
+            message = error_line(e)
+            if message is None:
+                raise
+            _exit("error", message, USAGE_STATUS)
 
-    app.run(guarded)
+    try:
+        app.run(guarded, flags_parser=parse_flags)
+    except KeyboardInterrupt:   # Ctrl-C before main started (imports, flag parsing)
+        _exit("interrupted", "stopped by Ctrl-C before any work started", INTERRUPTED_STATUS)

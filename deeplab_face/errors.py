@@ -1,4 +1,4 @@
-"""The project's three error types (DESIGN.md "Errors").
+"""The project's error types (DESIGN.md "Errors").
 
 Each carries one line that names the file or flag at fault. Commands print that
 line without a traceback and exit with status 2 (see `deeplab_face.cli`).
@@ -19,3 +19,8 @@ class CheckpointError(ProjectError):
 
 class ConfigError(ProjectError):
     """A flag or config value is invalid."""
+
+
+class OutputError(ProjectError):
+    """An output file or folder cannot be written (permission, not a folder, a file in the way,
+    no space left). The message names the path and what to do."""
