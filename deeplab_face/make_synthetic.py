@@ -11,6 +11,7 @@ import pathlib
 from absl import flags
 
 from deeplab_face.errors import ConfigError
+from deeplab_face.stage import kill_point
 
 DEMO_CLIP_ID = "900"
 
@@ -38,8 +39,8 @@ def make_synthetic(out_dir, videos=6, frames=300, size=256, seed=0, demo_clip=Tr
 
     from deeplab_face.data.demo_clip import write_demo_clip
     from deeplab_face.data.synthetic import write_synthetic_video
-    out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from deeplab_face import atomic
+    out_dir = pathlib.Path(atomic.check_output_dir(out_dir, "--out_dir"))
     jobs = [(f"{i + 1:03d}", write_synthetic_video, video_seed(seed, i)) for i in range(videos)]
     if demo_clip:
         jobs.append((DEMO_CLIP_ID, write_demo_clip, seed))
@@ -54,6 +55,7 @@ def make_synthetic(out_dir, videos=6, frames=300, size=256, seed=0, demo_clip=Tr
               on_frame=lambda t, done=done: progress.update(done + t + 1) if (t + 1) % 30 == 0 else None)
         written[video_id] = lengths[video_id]
         done += lengths[video_id]
+        kill_point(f"data/{video_id}")
     progress.update(done, finalize=True)
     return written
 
@@ -61,21 +63,21 @@ def make_synthetic(out_dir, videos=6, frames=300, size=256, seed=0, demo_clip=Tr
 def define_flags():
     """The command's flags (defined only when run as a command, so importing this module is free)."""
     flags.DEFINE_string("out_dir", None, "Folder to write the 300VW-format tree into (created if missing).")
-    flags.DEFINE_integer("videos", 6, "Number of procedural videos (ids 001, 002, ...).")
-    flags.DEFINE_integer("frames", 300, "Frames per video.")
-    flags.DEFINE_integer("size", 256, "Frame side in pixels (frames are square).")
-    flags.DEFINE_integer("seed", 0, "Seed of everything random (video i uses 1000 * seed + i).")
+    flags.DEFINE_integer("videos", 6, "Number of procedural videos (ids 001, 002, ...).", lower_bound=0,
+                         upper_bound=899)
+    flags.DEFINE_integer("frames", 300, "Frames per video.", lower_bound=1)
+    flags.DEFINE_integer("size", 256, "Frame side in pixels (frames are square).", lower_bound=32)
+    flags.DEFINE_integer("seed", 0, "Seed of everything random (video i uses 1000 * seed + i).", lower_bound=0)
     flags.DEFINE_list("long_videos", [], "Video ids written with --long_frames frames (held-out test videos).")
-    flags.DEFINE_integer("long_frames", None, "Frames of each --long_videos video.")
+    flags.DEFINE_integer("long_frames", None, "Frames of each --long_videos video.", lower_bound=1)
     flags.DEFINE_bool("demo_clip", True,
                       "Also write the astronaut 'real photo, synthetic motion' clip as video 900.")
+    flags.mark_flag_as_required("out_dir")
 
 
 def main(argv):
     del argv
     FLAGS = flags.FLAGS
-    if not FLAGS.out_dir:
-        raise ConfigError("--out_dir: required")
     written = make_synthetic(FLAGS.out_dir, FLAGS.videos, FLAGS.frames, FLAGS.size, FLAGS.seed,
                              FLAGS.demo_clip, FLAGS.long_videos, FLAGS.long_frames)
     print(f"wrote {len(written)} videos ({sum(written.values())} frames) to {FLAGS.out_dir}")

@@ -25,22 +25,37 @@ def _pending_frames(data_dir, video_id):
     return len(list((pathlib.Path(data_dir) / video_id / "annot").glob("*.pts")))
 
 
+def _box_misses_frame(points, shape):
+    """True when the landmarks' crop box lies entirely outside the frame (landmarks far off)."""
+    from deeplab_face.data.crop import square_box
+    x0, y0, x1, y1 = square_box(points)
+    return min(shape[1], x1) <= max(0, x0) or min(shape[0], y1) <= max(0, y0)
+
+
 def _write_video(data_dir, video_id, path, size, progress, exclusions):
-    """Writes one video's examples to `path`; returns the number of frames written."""
+    """Writes one video's examples to `path`; returns the number of frames written. Frames whose
+    landmarks lie outside the frame are skipped with one warning naming the first .pts file."""
     import tensorflow as tf
 
     from deeplab_face.data import vw300
     from deeplab_face.data.crop import crop_face
     from deeplab_face.data.masks import landmarks_to_label
-    from deeplab_face.data.tfrecords import encode_example
-    count = 0
-    with tf.io.TFRecordWriter(str(path)) as writer:
+    from deeplab_face.data.tfrecords import encode_example, writing_errors
+    count, outside = 0, []
+    with writing_errors(path), tf.io.TFRecordWriter(str(path)) as writer:
         for _, frame, rgb, points in vw300.iter_video(data_dir, video_id, exclusions):
+            progress.add(1)
+            if _box_misses_frame(points, rgb.shape):
+                outside.append(frame)
+                continue
             label = landmarks_to_label(points, rgb.shape[0], rgb.shape[1])
             image, label, crop_points = crop_face(rgb, label, points, size)
             writer.write(encode_example(image, label, video_id, frame, crop_points))
             count += 1
-            progress.add(1)
+    if outside:
+        first = pathlib.Path(data_dir) / video_id / vw300.ANNOTATION_DIR / f"{outside[0]:06d}.pts"
+        logging.warning("prepare: video %s: %d frame(s) have landmarks outside the frame (first: %s); "
+                        "skipped", video_id, len(outside), first)
     return count
 
 
@@ -69,7 +84,11 @@ def prepare(data_dir, out_dir, size=513, video_ids=None, exclude=None):
         if absent:
             raise DataError(f"{data_dir / absent[0]}: no {vw300.VIDEO_FILE} ({len(absent)} requested "
                             f"videos missing)")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if not ids:
+        raise DataError(f"{data_dir}: no videos to prepare (expected NNN/{vw300.VIDEO_FILE} with "
+                        f"NNN/{vw300.ANNOTATION_DIR}/*.pts{'; --videos / --split_file select none' if video_ids is not None else ''})")
+    from deeplab_face import atomic
+    atomic.check_output_dir(out_dir, "--out_dir")
     if (out_dir / MANIFEST).exists():
         manifest = read_manifest(out_dir)
         if manifest["size"] != size:
@@ -95,6 +114,8 @@ def prepare(data_dir, out_dir, size=513, video_ids=None, exclude=None):
         os.replace(temporary, out_dir / name)  # the file appears only when complete
         manifest["videos"][video_id] = {"frames": count, "file": name}
         write_manifest(out_dir, manifest)
+    if not manifest["videos"]:
+        raise DataError(f"{data_dir}: none of its {len(ids)} videos has a usable frame (see the warnings)")
     write_manifest(out_dir, manifest)
     print(f"\nprepared {len(todo)} videos ({len(done)} already done) in {out_dir}")
     return manifest
@@ -103,19 +124,19 @@ def prepare(data_dir, out_dir, size=513, video_ids=None, exclude=None):
 def define_flags():
     flags.DEFINE_string("data_dir", None, "300VW-format tree (NNN/vid.avi + NNN/annot/%06d.pts).")
     flags.DEFINE_string("out_dir", None, "Output folder for <id>.tfrecord files and manifest.json.")
-    flags.DEFINE_integer("size", 513, "Crop side S (16k + 1: 513 as in the paper, 65/129 in tests).")
+    flags.DEFINE_integer("size", 513, "Crop side S (16k + 1: 513 as in the paper, 65/129 in tests).",
+                         lower_bound=MIN_SIZE)
     flags.DEFINE_list("videos", None, "Video ids to prepare (default: all in --data_dir, or --split_file).")
     flags.DEFINE_string("split_file", None, "A split file (plain id list or 300VW-Mask split_2 lines) "
                         "selecting the videos.")
     flags.DEFINE_string("exclude_file", None, "Exclusion list: 'VID', 'VID FRAME' or 'VID FIRST-LAST' "
                         "per line (videos or frames to leave out).")
+    flags.mark_flags_as_required(["data_dir", "out_dir"])
 
 
 def main(argv):
     del argv
     FLAGS = flags.FLAGS
-    if not FLAGS.data_dir or not FLAGS.out_dir:
-        raise ConfigError("--data_dir and --out_dir: required")
     video_ids = FLAGS.videos
     if FLAGS.split_file:
         from deeplab_face.data import vw300

@@ -5,15 +5,16 @@ One `tf.train.Example` per frame: `image` (PNG bytes, RGB S×S), `label` (PNG by
 `parse_example` is the tf.data side (graph mode); `decode_example` / `read_examples` the numpy side,
 which turn any malformed record into a one-line `DataError` naming the file.
 """
+import contextlib
 import json
-import os
 import pathlib
 
 import cv2
 import numpy as np
 import tensorflow as tf
 
-from deeplab_face.errors import DataError
+from deeplab_face import atomic
+from deeplab_face.errors import DataError, OutputError
 
 NUM_POINTS = 68
 
@@ -100,7 +101,8 @@ def read_records(path):
             yield record.numpy()
     except tf.errors.OpError as e:
         reason = e.message.splitlines()[0] if e.message else type(e).__name__
-        raise DataError(f"{path}: unreadable TFRecord ({reason})") from None
+        raise DataError(f"{path}: unreadable TFRecord ({reason}); delete it and run "
+                        "deeplab_face.prepare_300vw again (it redoes deleted videos)") from None
 
 
 def read_examples(path):
@@ -110,13 +112,28 @@ def read_examples(path):
 
 
 def write_examples(path, examples):
-    """Writes serialised examples to `path` (a TFRecord file); returns how many."""
+    """Writes serialised examples to `path` (a TFRecord file) atomically; returns how many. A full
+    disk or a folder that cannot be written is an OutputError naming the file."""
     count = 0
-    with tf.io.TFRecordWriter(str(path)) as writer:
-        for example in examples:
-            writer.write(example)
-            count += 1
+    with atomic.replacing(path) as tmp, writing_errors(path):
+        with tf.io.TFRecordWriter(str(tmp)) as writer:
+            for example in examples:
+                writer.write(example)
+                count += 1
     return count
+
+
+@contextlib.contextmanager
+def writing_errors(path):
+    """TensorFlow's errors while writing `path` (ResourceExhaustedError on a full disk, permission)
+    as one-line OutputErrors naming it."""
+    try:
+        yield
+    except (tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError, tf.errors.NotFoundError,
+            tf.errors.FailedPreconditionError, tf.errors.UnknownError) as e:
+        reason = e.message.splitlines()[0] if e.message else type(e).__name__
+        mapped = atomic.output_error(path, OSError(reason))
+        raise (mapped or OutputError(f"{path}: cannot write ({reason})")) from None
 
 
 MANIFEST = "manifest.json"
@@ -144,7 +161,4 @@ def read_manifest(prepared_dir):
 
 def write_manifest(prepared_dir, manifest):
     """Writes the manifest atomically (temp file + rename), so a crash never leaves half a file."""
-    path = pathlib.Path(prepared_dir) / MANIFEST
-    tmp = path.with_name(MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic.write_text(pathlib.Path(prepared_dir) / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
