@@ -53,8 +53,11 @@ class Knob:
 # The bounds keep the logit finite: float32 softmax saturates near 1e-7 (rl), and DVSNet's score is a
 # predicted agreement in percent. 1e3 feature-grid pixels is beyond any grid (129 wide at 513 px).
 KNOBS = {
-    "rl": Knob("tau", 1e-6, 1.0 - 1e-6, "logit", True, 0.5),                      # key when P(key) > tau
-    "dvsnet": Knob("target %", 0.01, 99.99, "logit", False, 90.0, scale=100.0),  # key when score < target
+    # A policy's P(key) and DVSNet's regressed score are continuous: brackets narrower than 1 % of the
+    # odds still split the frames (DVSNet's scores on one video can sit within 0.05 points).
+    "rl": Knob("tau", 1e-6, 1.0 - 1e-6, "logit", True, 0.5, resolution=1e-4),     # key when P(key) > tau
+    "dvsnet": Knob("target %", 0.01, 99.99, "logit", False, 90.0, scale=100.0,
+                   resolution=1e-4),                                               # key when score < target
     "flow_magnitude": Knob("flow threshold", 1e-3, 1e3, "log", True, 1.0),       # key when |flow| > thr
     "fixed": Knob("interval K", 1.0, 1e4, "log", True, 10.0, integer=True),
     "random": Knob("interval K", 1.0, 1e4, "log", True, 10.0),                   # key with p = 1 / K

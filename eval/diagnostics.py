@@ -45,7 +45,8 @@ def training_summary(history, span=5):
         out[f"lkd_histogram_{name}"] = np.sum(counts, axis=0).tolist() if counts else None
     validated = [r for r in history if r.get("val_quality") is not None]
     if validated:
-        best = max(validated, key=lambda r: r["val_quality"])
+        # as rl_scheduler.train keeps it: a validation above the budget ranks below any within it
+        best = max(validated, key=lambda r: r["val_quality"] - (1.0 - r.get("val_within_budget", 1.0)))
         out.update(best_update=best["update"], best_val_quality=best["val_quality"],
                    best_val_tau=best.get("val_tau"), best_val_key_ratio=best.get("val_key_ratio"),
                    val_fixed_quality=best.get("val_fixed_quality"))
@@ -103,11 +104,20 @@ def rl_markdown(diagnostics):
                          + ", ".join(f"{f:g} x eta: {p:.3f}" for f, p in zip(policy["kar_fraction"],
                                                                                policy["p_key_by_kar"]))
                          + f". Mean spread across Conv6 inputs: {policy['spread']:.4f}.")
+            if policy.get("p_key_by_motion"):
+                parts.append(f"Motion input (flow change since the key, in training std; LKD {policy['kar_probe_lkd']}, "
+                             "KAR = eta / 2): P(key) " + ", ".join(
+                                 f"{c:+g}: {p:.3f}" for c, p in zip(policy["motion_change"], policy["p_key_by_motion"]))
+                             + ".")
         reward = probe.get("reward")
         if reward:
             parts.append(f"Reward probe (ridge regression to Eq. 1's per-pair gain q(k, i), held-out R^2 over "
                          f"{reward['test_pairs']} pairs): Conv6 features {_fmt(reward['r2_features'])}, the gap "
-                         f"log(i - k) alone {_fmt(reward['r2_gap'])}, both {_fmt(reward['r2_features_and_gap'])}.")
+                         f"log(i - k) alone {_fmt(reward['r2_gap'])}, both {_fmt(reward['r2_features_and_gap'])}"
+                         + (f"; the pair's mean flow magnitude with the gap "
+                            f"{_fmt(reward['r2_flow_magnitude_and_gap'])}"
+                            if reward.get("r2_flow_magnitude_and_gap") is not None else "")
+                         + " (ridge penalties chosen on the training pairs).")
     return "\n\n".join(parts)
 
 

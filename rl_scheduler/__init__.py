@@ -13,7 +13,8 @@ from rl_scheduler.policy import build_policy, expert_weights
 __all__ = ["build_policy", "build_decision_network", "expert_weights", "load_policy", "load_dvsnet"]
 
 # Keys of a stage's config.json that are arguments of the build function.
-_POLICY_BUILD_ARGS = ("deviation_shape", "activation", "deviation_size")
+_POLICY_BUILD_ARGS = ("deviation_shape", "activation", "deviation_size", "feature_norm",
+                      "expert_size")
 _DVSNET_BUILD_ARGS = ("deviation_shape", "deviation_size")
 
 

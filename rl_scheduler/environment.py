@@ -23,7 +23,7 @@ import dataclasses
 import numpy as np
 
 from rl_scheduler import config, rewards
-from rl_scheduler.history import BatchedHistory, expert_options
+from rl_scheduler.history import BatchedHistory, expert_options, motion_feature
 
 
 @dataclasses.dataclass
@@ -33,7 +33,7 @@ class Episode:
     start: int
     frames: np.ndarray       # (steps,) absolute frame index i of each decision
     key_frames: np.ndarray   # (steps, M) last key frame k when deciding i
-    expert: np.ndarray       # (steps, M, 2) [KAR, LKD] seen by the policy
+    expert: np.ndarray       # (steps, M, E) [KAR, LKD(, motion)] seen by the policy
     key_prob: np.ndarray     # (steps, M) pi(a1 | s) from the policy
     actions: np.ndarray      # (steps, M) bool, True = key
     rewards: np.ndarray      # (steps, M) float64, 0 where inactive
@@ -96,7 +96,8 @@ class KeyEnvironment:
                  pseudo_acc=config.DEFAULT_OPTIONS["pseudo_acc"], lookahead=8,
                  kar_input=config.DEFAULT_OPTIONS["kar_input"], lkd_input=config.DEFAULT_OPTIONS["lkd_input"],
                  reward_credit=config.DEFAULT_OPTIONS["reward_credit"],
-                 credit_horizon=config.CREDIT_HORIZON, max_gap=None):
+                 credit_horizon=config.CREDIT_HORIZON, max_gap=None,
+                 motion_input=config.DEFAULT_OPTIONS["motion_input"], motion_scale=1.0):
         if not caches:
             raise ValueError("KeyEnvironment needs at least one video cache")
         config.check_choice("reward", reward)
@@ -105,6 +106,7 @@ class KeyEnvironment:
         config.check_choice("reward_units", reward_units)
         config.check_choice("pseudo_acc", pseudo_acc)
         config.check_choice("reward_credit", reward_credit)
+        config.check_choice("motion_input", motion_input)
         self.caches = list(caches)
         self.episode_length = int(episode_length)
         self.trials = int(trials)
@@ -126,6 +128,7 @@ class KeyEnvironment:
         # Training only: a trial whose LKD reaches max_gap keys (not a policy decision; no gradient),
         # so every state it visits is in the precomputed pair table. None: never forced.
         self.max_gap = None if not max_gap else int(max_gap)
+        self.motion_input, self.motion_scale = motion_input, float(motion_scale)
         self.history_options = expert_options(kar_limit, kar_input, lkd_input, self.window, kar_prefill,
                                               self.lkd_scale)
 
@@ -141,6 +144,24 @@ class KeyEnvironment:
         """Episode length, shortened to the video when it is shorter than T."""
         return min(self.episode_length, self.caches[video].num_frames)
 
+    @property
+    def expert_size(self):
+        """Entries of the policy's expert input: KAR, LKD (and the motion since the key)."""
+        return 3 if self.motion_input == "flow_change" else 2
+
+    def flow_change_scale(self, rng, pairs=1024):
+        """1 / std of the motion since the key, m(k, i) - m(k, k + 1), over random pairs within the
+        pair table (gaps up to max_gap or credit_horizon): the motion input's `motion_scale`."""
+        horizon = self.max_gap or self.credit_horizon
+        values = []
+        for _ in range(pairs):
+            cache = self.caches[int(rng.integers(len(self.caches)))]
+            gap = int(rng.integers(1, min(horizon, cache.num_frames - 1) + 1))
+            k = int(rng.integers(cache.num_frames - gap))
+            values.append(cache.pair(k, k + gap).flow_magnitude - cache.pair(k, k + 1).flow_magnitude)
+        std = float(np.std(values))
+        return 1.0 / std if std > 1e-9 else 1.0
+
     def deviation_shape(self):
         """(h, w, c) of the chosen Conv6 tap (from the first video's first pair)."""
         entry = self.caches[0].pair(0, min(1, self.caches[0].num_frames - 1))
@@ -155,7 +176,7 @@ class KeyEnvironment:
         policy sees E x M states per step in one call (episodes are cut to a common length).
 
         Args:
-          policy_fn: (deviation (N, h, w, c), expert (N, 2)) -> P(key) (N,) numpy.
+          policy_fn: (deviation (N, h, w, c), expert (N, E) [KAR, LKD(, motion)]) -> P(key) (N,) numpy.
           select_fn: (P(key) (N,), rng) -> bool actions (N,); see `sampled_actions`.
           enforce_limit: apply the KAR stop rule (training); False runs every trial to the last
             frame as a deployed scheduler does (validation at a threshold).
@@ -171,7 +192,8 @@ class KeyEnvironment:
         last_key, running = first.copy(), np.ones(count, bool)
         shape = (steps, count)
         key_frames, key_prob = np.zeros(shape, np.int64), np.zeros(shape, np.float32)
-        expert_seen, actions_taken = np.zeros(shape + (2,), np.float32), np.zeros(shape, bool)
+        expert_seen = np.zeros(shape + (self.expert_size,), np.float32)
+        actions_taken = np.zeros(shape, bool)
         step_rewards, active = np.zeros(shape, np.float64), np.zeros(shape, bool)
         quality = np.full(shape, np.nan)
         forced_keys = np.zeros(shape, bool)
@@ -206,6 +228,12 @@ class KeyEnvironment:
             deviation[~running] = 0.0                        # stopped trials: zeros, ignored
             deviation[rows] = np.concatenate([getattr(pair_of[r], self.deviation_tap) for r in rows])
             expert = history.expert()
+            if self.motion_input == "flow_change":
+                change = np.zeros(count)
+                change[rows] = [pair_of[r].flow_magnitude
+                                - caches[owner[r]].pair(int(last_key[r]), int(last_key[r]) + 1).flow_magnitude
+                                for r in rows]
+                expert = np.concatenate([expert, motion_feature(change, self.motion_scale)[:, None]], 1)
             prob = np.asarray(policy_fn(deviation, expert), np.float32).reshape(count)
             actions = np.asarray(select_fn(prob, rng), bool) & running
             if self.max_gap:

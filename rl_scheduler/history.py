@@ -107,6 +107,12 @@ def lkd_feature(distance, lkd_input="linear", lkd_scale=config.DEFAULT_OPTIONS["
     return (distance * lkd_scale).astype(np.float32)
 
 
+def motion_feature(flow_change, motion_scale=1.0):
+    """The motion entry of the expert input (motion_input="flow_change"): the mean flow magnitude from
+    the key to the current frame less its value at the first frame after the key, scaled."""
+    return (np.asarray(flow_change, np.float64) * float(motion_scale)).astype(np.float32)
+
+
 def expert_options(kar_limit, kar_input, lkd_input, window=config.HISTORY_WINDOW,
                    kar_prefill=config.DEFAULT_OPTIONS["kar_prefill"],
                    lkd_scale=config.DEFAULT_OPTIONS["lkd_scale"]):

@@ -22,7 +22,8 @@ def budget_key_bias(kar_limit):
     return float(np.log(eta / (1.0 - eta)))
 
 
-def build_policy(deviation_shape, activation="leaky_relu", deviation_size=None, key_bias=0.0):
+def build_policy(deviation_shape, activation="leaky_relu", deviation_size=None, key_bias=0.0,
+                 feature_norm=False, expert_size=2):
     """Keras model on `(deviation_features (B,h,w,c), expert (B,2) = [KAR, LKD])`.
 
     Args:
@@ -32,14 +33,20 @@ def build_policy(deviation_shape, activation="leaky_relu", deviation_size=None, 
         (DVSNet resizes conv6_1 to 4x8 on Cityscapes regions).
       key_bias: initial FC3 bias of the key logit (non-key logit 0): P(key) starts near
         sigmoid(key_bias) (`budget_key_bias`); 0 is Keras's default.
+      feature_norm: standardise the tap per channel first (a Normalization layer whose mean and
+        variance `fit_deviation_norm` sets and the weights file carries; config "feature_norm").
+      expert_size: 2 = [KAR, LKD] (the paper); 3 appends the motion since the key
+        (config "motion_input").
 
     Returns (B, 2) probabilities [pi(a0 | s), pi(a1 | s)] = [non-key, key].
     """
     deviation = keras.Input(tuple(deviation_shape), name="deviation_features")
-    expert = keras.Input((2,), name="expert")
+    expert = keras.Input((int(expert_size),), name="expert")
     x = deviation
     if deviation_size is not None:
         x = keras.layers.Resizing(*deviation_size, interpolation="bilinear", name="deviation_resize")(x)
+    if feature_norm:
+        x = keras.layers.Normalization(axis=-1, name="deviation_norm")(x)
     x = keras.layers.Conv2D(config.POLICY_CONV0_CHANNELS, 3, padding="same", name="conv0")(x)
     x = _activation(activation, "conv0_act")(x)
     x = keras.layers.Flatten(name="flatten")(x)
@@ -53,6 +60,19 @@ def build_policy(deviation_shape, activation="leaky_relu", deviation_size=None, 
     return keras.Model([deviation, expert], probs, name="policy")
 
 
+def fit_deviation_norm(policy, deviation):
+    """Set the policy's per-channel standardisation from training taps `deviation` (N, h, w, c).
+
+    Returns False when the policy has no `deviation_norm` layer (built with feature_norm=False).
+    """
+    try:
+        layer = policy.get_layer("deviation_norm")
+    except ValueError:
+        return False
+    layer.adapt(np.asarray(deviation, np.float32))
+    return True
+
+
 def expert_weights(policy):
     """FC3 weights of the KAR and LKD inputs on the key-minus-non-key logit (Fig. 3, bottom).
 
@@ -60,8 +80,14 @@ def expert_weights(policy):
     KAR (LKD) pushes toward a key.
     """
     kernel = np.asarray(keras.ops.convert_to_numpy(policy.get_layer("fc3").kernel))
-    kar_row, lkd_row = kernel[-2], kernel[-1]   # the concat appends KAR, then LKD
+    first = kernel.shape[0] - expert_size_of(policy)   # the concat appends KAR, LKD (, motion)
+    kar_row, lkd_row = kernel[first], kernel[first + 1]
     return float(kar_row[1] - kar_row[0]), float(lkd_row[1] - lkd_row[0])
+
+
+def expert_size_of(policy):
+    """How many expert inputs the policy reads (2: KAR, LKD; 3: and the motion since the key)."""
+    return int(policy.inputs[1].shape[-1])
 
 
 def compiled_forward(model):

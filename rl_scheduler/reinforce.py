@@ -155,8 +155,9 @@ class Reinforce:
 
         With `target_rate` (keys per decision, e.g. the KAR limit) the policy is measured at its
         calibrated operating point: the tau with the most keys whose key ratio stays within
-        1.1 x target_rate. Returns dict mean_return, key_ratio, quality (mean per-frame mIoU, fraction),
-        completed, tau, and per_tau (key_ratio and quality of every tau).
+        1.1 x target_rate (within_budget False when no tau keeps it: the fewest keys are reported).
+        Returns dict mean_return, key_ratio, quality (mean per-frame mIoU, fraction), completed, tau,
+        within_budget and per_tau (key_ratio and quality of every tau).
         """
         taus = np.asarray([self.tau] if taus is None else taus, np.float64)
         select = threshold_actions(taus)
@@ -165,12 +166,14 @@ class Reinforce:
         ratio = sum(e.actions.sum(axis=0) for e in episodes) / max(decisions, 1)
         quality = sum(np.nansum(e.quality, axis=0) for e in episodes) / max(decisions, 1)
         returns = np.mean([e.rewards.sum(axis=0) for e in episodes], axis=0)
-        pick = 0
+        pick, within_budget = 0, True
         if target_rate is not None:
             within = np.nonzero(ratio <= 1.1 * float(target_rate))[0]
-            pick = int(within[np.argmax(ratio[within])]) if len(within) else int(np.argmin(ratio))
+            within_budget = bool(len(within))
+            pick = int(within[np.argmax(ratio[within])]) if within_budget else int(np.argmin(ratio))
         return dict(mean_return=float(returns[pick]), key_ratio=float(ratio[pick]),
                     quality=float(quality[pick]), completed=1.0, tau=float(taus[pick]),
+                    within_budget=within_budget,
                     per_tau=dict(tau=taus.tolist(), key_ratio=ratio.tolist(), quality=quality.tolist()))
 
     # -- learning ----------------------------------------------------------------
@@ -258,7 +261,7 @@ class Reinforce:
         for row, (n, s, j) in enumerate(chunk):
             groups.setdefault(n, []).append((row, s, j))
         deviation = None
-        expert = np.zeros((size, 2), np.float32)
+        expert = np.zeros((size, episodes[0].expert.shape[-1]), np.float32)
         actions = np.zeros(size, np.float32)
         weights = np.zeros(size, np.float32)
         for n, items in groups.items():

@@ -14,8 +14,8 @@ import numpy as np
 
 from deeplab_face.errors import ConfigError
 from rl_scheduler import config
-from rl_scheduler.history import DecisionHistory, expert_options
-from rl_scheduler.policy import compiled_forward
+from rl_scheduler.history import DecisionHistory, expert_options, motion_feature
+from rl_scheduler.policy import compiled_forward, expert_size_of
 
 
 class KeyScheduler(abc.ABC):
@@ -74,10 +74,22 @@ class PolicyScheduler(KeyScheduler):
         tap = deviation_tap or getattr(policy, "deviation_tap", config.DEFAULT_OPTIONS["deviation_tap"])
         self.deviation_tap = config.check_choice("deviation_tap", tap)
         self._forward = compiled_forward(policy)   # one trace per model, shared by schedulers
+        # motion_input="flow_change": m(k, i) - m(k, k + 1), as in training (rl_scheduler.environment)
+        self._motion = expert_size_of(policy) == 3
+        training = dict(getattr(policy, "stage_config", None) or {}).get("training") or {}
+        self._motion_scale = float(training.get("motion_scale", 1.0))
+        self._motion_base = 0.0
 
     def score(self, observation):
         deviation = np.asarray(observation[self.deviation_tap], np.float32)
-        return float(self._forward(deviation, self.history.expert())[0, 1])
+        expert = self.history.expert()
+        if self._motion:
+            magnitude = float(observation["flow_magnitude"])
+            if self.history.last_key_distance <= 1:    # the first frame after a key sets the base
+                self._motion_base = magnitude
+            change = motion_feature([magnitude - self._motion_base], self._motion_scale)
+            expert = np.concatenate([expert, change[:, None]], 1)
+        return float(self._forward(deviation, expert)[0, 1])
 
     def is_key(self, score):
         return score > self.threshold

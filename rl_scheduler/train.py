@@ -33,7 +33,7 @@ from deeplab_face.train import scalar_summary  # noqa: E402
 from rl_scheduler import config  # noqa: E402
 from rl_scheduler.cache import load_dff, load_video_caches  # noqa: E402
 from rl_scheduler.environment import KeyEnvironment  # noqa: E402
-from rl_scheduler.policy import budget_key_bias, build_policy  # noqa: E402
+from rl_scheduler.policy import budget_key_bias, build_policy, fit_deviation_norm  # noqa: E402
 from rl_scheduler.reinforce import Reinforce  # noqa: E402
 
 D = config.DEFAULT_OPTIONS
@@ -50,7 +50,8 @@ def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KA
                  entropy_form=D["entropy_form"], return_mode=D["return_mode"], baseline=D["baseline"],
                  eps_clip=D["eps_clip"], tau=D["tau"], kar_input=D["kar_input"], lkd_input=D["lkd_input"],
                  key_bias_init=D["key_bias_init"], reward_credit=D["reward_credit"],
-                 credit_horizon=config.CREDIT_HORIZON, key_price=D["key_price"], state_sample=None, verbose=1):
+                 credit_horizon=config.CREDIT_HORIZON, key_price=D["key_price"], state_sample=None,
+                 feature_norm=D["feature_norm"], motion_input=D["motion_input"], verbose=1):
     """REINFORCE on caches (VideoCache or any object with its interface); see the module doc."""
     hparams = {k: v for k, v in locals().items() if k not in ("root_dir", "train_caches", "val_caches")}
     if episodes < 1 or episodes_per_update < 1 or trials < 1:
@@ -63,16 +64,25 @@ def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KA
                        kar_prefill=kar_prefill, lkd_scale=lkd_scale, stop_check=stop_check,
                        deviation_tap=deviation_tap, reward_units=reward_units, pseudo_acc=pseudo_acc,
                        kar_input=kar_input, lkd_input=lkd_input, reward_credit=reward_credit,
-                       credit_horizon=credit_horizon)
+                       credit_horizon=credit_horizon, motion_input=motion_input)
     # trials stay inside the pair table: at LKD = credit_horizon a key is forced (in validation too:
     # 24 thresholds running free would compute thousands of pairs per episode beyond the table)
     env = KeyEnvironment(train_caches, trials=trials, max_gap=credit_horizon, **env_options)
+    if motion_input != "none":   # measured on the training pairs; the deployed scheduler reads it back
+        env_options["motion_scale"] = env.motion_scale = env.flow_change_scale(np.random.default_rng([seed, 8]))
+        hparams["motion_scale"] = env.motion_scale
     val_env = KeyEnvironment(val_caches or train_caches, trials=1, max_gap=credit_horizon,
                              **env_options)  # §4.2: or the same set
-    build_args = dict(deviation_shape=list(env.deviation_shape()), activation=activation,
-                      deviation_size=list(deviation_size) if deviation_size else None)
     config.check_choice("key_bias_init", key_bias_init)
+    config.check_choice("feature_norm", feature_norm)
+    build_args = dict(deviation_shape=list(env.deviation_shape()), activation=activation,
+                      deviation_size=list(deviation_size) if deviation_size else None,
+                      feature_norm=feature_norm == "standardize", expert_size=env.expert_size)
     policy = build_policy(**build_args, key_bias=budget_key_bias(kar_limit) if key_bias_init == "budget" else 0.0)
+    if build_args["feature_norm"]:   # fitted on training pairs inside the table (a resume restores the same)
+        from rl_scheduler.probe import pair_features, sample_pairs
+        pairs = sample_pairs(train_caches, 1024, credit_horizon, np.random.default_rng([seed, 7]))
+        fit_deviation_norm(policy, pair_features(train_caches, pairs, deviation_tap))
     agent = Reinforce(policy, env, learning_rate=learning_rate, entropy_coef=entropy_coef, gamma=gamma,
                       entropy_form=entropy_form, return_mode=return_mode, baseline=baseline,
                       eps_clip=eps_clip, tau=tau, state_sample=state_sample, seed=seed,
@@ -116,9 +126,13 @@ def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KA
                          val_quality=val["quality"], val_tau=val["tau"], val_fixed_quality=val_fixed,
                          val_gain_over_fixed=val["quality"] - val_fixed)
             # Measured at the operating point (most keys within the budget): mean per-frame mIoU is
-            # what the deployed scheduler delivers. Ties go to the later, more-trained policy.
-            if val["quality"] >= float(best_quality.numpy()):
-                best_quality.assign(val["quality"])
+            # what the deployed scheduler delivers. Ties go to the later, more-trained policy. A
+            # policy that keys above the budget at every tau is not comparable (more keys buy
+            # quality) and is kept only while nothing within the budget was validated.
+            over = not val["within_budget"]
+            stats["val_within_budget"] = float(not over)
+            if (val["quality"] - (1.0 if over else 0.0)) >= float(best_quality.numpy()):
+                best_quality.assign(val["quality"] - (1.0 if over else 0.0))
                 best_tau.assign(val["tau"])
                 atomic.save_weights(policy, best_path)
         history.append(stats)
@@ -307,6 +321,10 @@ def define_flags():
                          lower_bound=1)
     flags.DEFINE_enum("key_price", D["key_price"], list(config.OPTION_CHOICES["key_price"]),
                       "A dual-ascent price per key toward the budget rate (dual) or none (paper).")
+    flags.DEFINE_enum("feature_norm", D["feature_norm"], list(config.OPTION_CHOICES["feature_norm"]),
+                      "Conv6 tap standardised per channel on training states (standardize) or raw (paper).")
+    flags.DEFINE_enum("motion_input", D["motion_input"], list(config.OPTION_CHOICES["motion_input"]),
+                      "Also feed the policy the flow magnitude since the key less its first value (flow_change).")
     flags.DEFINE_integer("state_sample", 0, "Visited states per gradient (uniform sample; 0: all).",
                          lower_bound=0)
     flags.DEFINE_string("pair_table_dir", None, "Where the per-video pair tables are kept and shared.")
@@ -384,6 +402,7 @@ def main(argv):
         baseline=FLAGS.baseline, eps_clip=FLAGS.eps_clip, tau=FLAGS.tau, kar_input=FLAGS.kar_input,
         lkd_input=FLAGS.lkd_input, key_bias_init=FLAGS.key_bias_init, reward_credit=FLAGS.reward_credit,
         credit_horizon=FLAGS.credit_horizon, key_price=FLAGS.key_price, state_sample=FLAGS.state_sample or None,
+        feature_norm=FLAGS.feature_norm, motion_input=FLAGS.motion_input,
         pair_table_dir=FLAGS.pair_table_dir)
     print(json.dumps(result, indent=1))
 

@@ -181,3 +181,20 @@ def test_budget_and_log_expert_inputs():
     np.testing.assert_allclose(lkd, ep.frames - ep.key_frames[:, 0])    # log2(1 + LKD)
     keys_in_window = np.array([ep.actions[max(0, t - 10):t, 0].sum() for t in range(len(ep.frames))])
     np.testing.assert_allclose(ep.expert[:, 0, 0], keys_in_window / 10 / 0.1, rtol=1e-6)   # KAR / eta
+
+
+def test_flow_change_motion_input_is_the_magnitude_since_the_key_less_its_first_value():
+    cache = ToyVideoCache(40, motion_rate=0.5, seed=3)
+    env = KeyEnvironment([cache], episode_length=30, trials=2, kar_limit=0.1, window=10,
+                         motion_input="flow_change", motion_scale=2.0)
+    assert env.expert_size == 3
+    ep = env.rollout(lambda d, e: np.full(len(e), 0.2, np.float32), sampled_actions(), 0, 0,
+                     rng=np.random.default_rng(0), enforce_limit=False)
+    assert ep.expert.shape[-1] == 3
+    for t in range(len(ep.frames)):
+        for j in range(2):
+            k, i = int(ep.key_frames[t, j]), int(ep.frames[t])
+            expected = 2.0 * (cache.pair(k, i).flow_magnitude - cache.pair(k, k + 1).flow_magnitude)
+            assert ep.expert[t, j, 2] == pytest.approx(expected)
+    assert np.any(ep.expert[:, :, 2] != 0)
+    assert env.flow_change_scale(np.random.default_rng(0)) > 0

@@ -5,7 +5,8 @@ import pytest
 
 from rl_scheduler import build_policy
 from rl_scheduler.history import expert_options
-from rl_scheduler.probe import policy_probe, reward_probe, ridge_r2
+from rl_scheduler.policy import fit_deviation_norm
+from rl_scheduler.probe import policy_probe, reward_probe, ridge_r2, select_ridge
 from tests.rl_scheduler.toy_env import ToyVideoCache
 
 
@@ -39,3 +40,26 @@ def test_policy_probe_reports_lkd_dependence_and_spread():
     assert np.all(np.diff(out["p_key_mean"]) > 0)
     assert out["spread"] < 1e-6                 # no weight on the features: no spread across inputs
     assert len(out["p_key_by_kar"]) == len(out["kar_fraction"])
+
+
+def test_select_ridge_shrinks_on_noise_and_not_on_a_clean_signal():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 40))
+    assert select_ridge(x, x[:, 0] * 3.0) == 1.0
+    assert select_ridge(x, rng.normal(size=300)) >= 1e3
+
+
+def test_feature_norm_makes_a_tiny_tap_move_the_policy():
+    """Taps of ~1e-3 with a 1e-4 spread (the tiny demo's Conv6 scale) barely move a raw policy's
+    output; the standardised policy sees them at unit scale. The layer round-trips a save."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    taps = (3e-3 + 3e-4 * rng.normal(size=(64, 1, 1, 8))).astype(np.float32)
+    expert = np.zeros((64, 2), np.float32)
+    raw = build_policy((1, 1, 8))
+    normed = build_policy((1, 1, 8), feature_norm=True)
+    assert not fit_deviation_norm(raw, taps) and fit_deviation_norm(normed, taps)
+    spread = lambda p: float(np.std(np.asarray(p([taps, expert]))[:, 1]))
+    assert spread(normed) > 100 * spread(raw)
+    scaled = np.asarray(normed.get_layer("deviation_norm")(taps))
+    assert np.allclose(scaled.mean((0, 1, 2)), 0.0, atol=1e-3) and np.allclose(scaled.std((0, 1, 2)), 1.0, atol=1e-2)

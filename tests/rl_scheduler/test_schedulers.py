@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -93,3 +94,27 @@ def test_compiled_scores_equal_the_model_and_follow_weight_updates():
     dvsnet = make_scheduler("dvsnet", network=network)
     expected = np.asarray(network(obs["conv6_1"], training=False))[0, 0]
     assert dvsnet.score(obs) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_rl_motion_input_is_read_from_the_observation_since_the_key():
+    """A policy with the motion input (expert_size 3) sees the flow magnitude since the key less its
+    value at the first frame after the key, times the training's motion_scale."""
+    keras.utils.set_random_seed(0)
+    policy = build_policy((1, 1, 4), expert_size=3)
+    kernel = policy.get_layer("fc3").kernel
+    weights = np.zeros(kernel.shape, np.float32)
+    weights[-1, 1] = 1.0                         # key logit = the motion input
+    kernel.assign(weights)
+    policy.get_layer("fc3").bias.assign(np.zeros(2, np.float32))
+    policy.stage_config = {"training": {"kar_limit": 0.1, "kar_input": "budget", "lkd_input": "log",
+                                        "motion_scale": 2.0}}
+    scheduler = make_scheduler("rl", policy=policy, threshold=0.99)
+    tap = np.zeros((1, 1, 1, 4), np.float32)
+    obs = lambda i, m: dict(conv6=tap, conv6_1=tap, flow_magnitude=m, frame_index=i)  # noqa: E731
+    scheduler.decide(obs(0, 0.0))
+    scheduler.record(True)
+    first = scheduler.decide(obs(1, 0.7))[1]        # the base: change 0
+    scheduler.record(False)
+    later = scheduler.decide(obs(2, 1.2))[1]        # change 0.5 x scale 2 = 1
+    assert first == pytest.approx(0.5, abs=1e-6)
+    assert later == pytest.approx(1.0 / (1.0 + np.exp(-1.0)), abs=1e-5)
