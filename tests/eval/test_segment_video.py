@@ -1,4 +1,7 @@
-"""eval.segment_video end to end on a generated 20-frame face video with tiny random-weight stages."""
+"""eval.segment_video end to end on generated face videos with tiny random-weight stages: crops,
+schedulers, the tracked face box and crop keys, the overlay text, and the output checks (issues 9, 12).
+
+The face tracker itself (no networks) is tested in tests/eval/test_face_track.py."""
 import csv
 import json
 import os
@@ -9,8 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from deeplab_face.errors import CheckpointError, ConfigError, DataError
+from deeplab_face.errors import CheckpointError, ConfigError, DataError, OutputError
 from eval import segment_video as sv
+from tests.eval.test_face_track import moving_face_frames
 from tests.eval.test_runtime import tiny_checkpoints  # noqa: F401
 
 FRAMES = 20
@@ -83,17 +87,6 @@ def test_boxes_crop_and_paste_back():
     marked = sv.LandmarkBoxes(os.path.dirname(__file__))    # a folder without .pts files
     with pytest.raises(DataError, match="000001.pts"):
         marked.box(frame, 0)
-
-
-def test_haar_detector_box_is_smoothed(face_video):
-    source = sv.HaarFaceBox()
-    first = source.redetect(np.zeros((90, 120, 3), np.uint8), 0)   # nothing found: centred square
-    assert first == (15.0, 0.0, 90.0)
-    source.current = (10.0, 10.0, 50.0)
-    source.detect = lambda frame: (20.0, 10.0, 50.0)
-    assert source.redetect(None, 1) == (15.0, 10.0, 50.0)         # EMA of old and new
-    source.detect = lambda frame: (100.0, 100.0, 20.0)              # elsewhere: jump to it
-    assert source.redetect(None, 2) == (100.0, 100.0, 20.0)
 
 
 def test_clear_errors(tmp_path, face_video, tiny_checkpoints):  # noqa: F811
@@ -186,3 +179,146 @@ def test_budget_mode_logs_the_knob_and_running_aki(tmp_path, face_video, tiny_ch
     assert [float(r["running_aki"]) for r in rows] == pytest.approx(list((np.arange(FRAMES) + 1) / keys_so_far),
                                                                    rel=1e-3)
     assert all(float(r["running_fps"]) > 0 and r["knob_bound"] == "" for r in rows)
+
+
+def _write_video(path, frames, fourcc="FFV1", fps=30.0):
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return str(path)
+
+
+def _centres(boxes):
+    return np.array([(x + s / 2.0, y + s / 2.0) for x, y, s in boxes])
+
+
+def test_detect_crop_follows_the_face_between_keys_and_a_moved_crop_is_a_key(tmp_path, tiny_checkpoints, capsys):  # noqa: F811
+    frames, truth = moving_face_frames(30, shift=(80, 20))
+    video = _write_video(tmp_path / "moving.avi", frames)
+    out, log = str(tmp_path / "track.mp4"), str(tmp_path / "track.csv")
+    # K = 100 > 30 frames and no crop keys: frame 0 is the only key, every other frame is propagated
+    summary = sv.segment_video(video, tiny_checkpoints, "fixed", out, log, crop_mode="detect", threshold=100,
+                               crop_key_change=0, verbose=1)
+    printed = capsys.readouterr().out
+    assert f"segmenter: {os.path.join(tiny_checkpoints, 'segmenter')} (mobilenet_v2, S = " in printed
+    assert f"flownet: {os.path.join(tiny_checkpoints, 'flownet')} (" in printed and "face track: " in printed
+    rows = _read_log(log)
+    assert [r["key_reason"] for r in rows if r["is_key"] == "1"] == ["first frame"] and summary["keys"] == 1
+    boxes = [tuple(float(r[c]) for c in ("box_x0", "box_y0", "box_side")) for r in rows]
+    error = _centres(boxes) - _centres(truth)
+    # the face moved 80 px right and 20 px down; the box keeps its offset from the face to 3 px
+    assert np.abs(error - error[0]).max() < 3.0
+    assert _centres(boxes)[-1][0] - _centres(boxes)[0][0] > 70
+    assert summary["face_track"]["tracked"] == 29 and summary["face_track"]["detections"] <= 3
+
+    # the same video with crop keys at 20 % of the key box's side: keys follow the box's motion
+    summary = sv.segment_video(video, tiny_checkpoints, "fixed", out, log, crop_mode="detect", threshold=100,
+                               crop_key_change=0.2, verbose=0)
+    rows = _read_log(log)
+    keys = [int(r["frame"]) for r in rows if r["is_key"] == "1"]
+    assert [rows[k]["key_reason"] for k in keys] == ["first frame"] + ["crop"] * (len(keys) - 1)
+    assert len(keys) >= 4 and summary["key_reasons"] == {"first frame": 1, "crop": len(keys) - 1}
+    assert all(r["key_reason"] == "" for r in rows if r["is_key"] == "0")
+    centre = _centres([tuple(float(r[c]) for c in ("box_x0", "box_y0", "box_side")) for r in rows])
+    side = np.array([float(r["box_side"]) for r in rows])
+    for previous, key in zip(keys, keys[1:]):   # a crop key exactly when the box passed 20 %
+        shift = np.abs(centre[previous + 1:key + 1] - centre[previous]).max(axis=1) / side[previous]
+        assert shift[-1] > 0.2 and (shift[:-1] <= 0.2 + 0.02).all()
+
+
+def test_overlay_text_fits_a_narrow_video():
+    from eval.runtime import FrameResult
+
+    width, height = 176, 144
+    result = FrameResult(1234, np.zeros((8, 8), np.uint8), False, 0.123456, 1.5,
+                         {"total": 123.4}, 0.0567)
+    text = "1234 flow_magnitude score 0.123 knob 0.0567 123 ms"
+    assert cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)[0][0] > width   # the old fixed scale overflowed
+    picture = sv.draw(np.zeros((height, width, 3), np.uint8), np.zeros((height, width), np.uint8), None,
+                      result, "flow_magnitude")
+    layout = sv.status_layout(text, width, height)
+    assert " ".join(line for line, *_ in layout) == text
+    for line, (x, y), scale, thickness in layout:
+        (w, h), base = cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        assert x >= 0 and x + w <= width - 2 and y - h >= 0 and y + base <= height and scale >= 0.3
+    drawn = picture.max(axis=2) > 0
+    assert drawn.any() and not drawn[:, -2:].any()     # text drawn, nothing reaches the right edge
+    wide = sv.status_layout(text, 1280, 720)
+    assert len(wide) == 1 and wide[0][2] == pytest.approx(720 / 700)   # a large frame keeps one line
+
+
+def test_outputs_are_checked_before_the_work_and_a_full_disk_stops_at_the_failing_frame(
+        tmp_path, face_video, tiny_checkpoints, monkeypatch):  # noqa: F811
+    from eval import video_io
+
+    out = tmp_path / "o.mp4"
+    with pytest.raises(OutputError, match=r"^--log: /dev/full: No space left on device; free some space"):
+        sv.segment_video(face_video[0], tiny_checkpoints, "fixed", str(out), "/dev/full", verbose=0)
+    assert not out.exists()                              # stopped before any frame
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OutputError, match=f"^--output: {blocker}: File exists"):   # a folder that is a file
+        sv.segment_video(face_video[0], str(tmp_path / "unused"), "fixed", str(blocker / "o.mp4"), verbose=0)
+    with pytest.raises(ConfigError, match="^--max_frames: must be >= 1, got 0"):
+        sv.segment_video(face_video[0], tiny_checkpoints, "fixed", str(out), str(tmp_path / "o.csv"),
+                         max_frames=0, verbose=0)
+
+    calls = []
+    monkeypatch.setattr(video_io, "_no_space", lambda path: calls.append(path) or len(calls) > 6)   # opening + 6 frames
+    log = tmp_path / "full.csv"
+    with pytest.raises(OutputError, match=rf"^--output: {out} at frame 5: No space left on device "
+                                          rf"\(5 frames logged in {log} are kept\); free some space"):
+        sv.segment_video(face_video[0], tiny_checkpoints, "fixed", str(out), str(log), verbose=0)
+    assert calls == [str(out)] * 7 and len(_read_log(log)) == 5    # the rows before the full frame are kept
+    monkeypatch.undo()
+
+    class FullAfter:   # a log file whose disk fills at the 4th row
+        def __init__(self, real):
+            self.real, self.flushes = real, 0
+
+        def write(self, text):
+            return self.real.write(text)
+
+        def flush(self):
+            self.flushes += 1
+            if self.flushes > 4:
+                raise OSError(28, "No space left on device")
+            self.real.flush()
+
+        def close(self):
+            self.real.close()
+
+    real_open = open
+    monkeypatch.setattr(video_io, "open", lambda path, *a, **k: FullAfter(real_open(path, *a, **k)), raising=False)
+    with pytest.raises(OutputError, match=rf"^--log: {log} at frame 3: No space left on device; free some space"):
+        sv.segment_video(face_video[0], tiny_checkpoints, "fixed", str(out), str(log), verbose=0)
+
+
+def test_command_refuses_zero_frames_and_a_full_log(tmp_path, face_video, tiny_checkpoints):  # noqa: F811
+    out = tmp_path / "x.mp4"
+    base = [sys.executable, "-m", "eval.segment_video", f"--video={face_video[0]}", f"--checkpoints={tiny_checkpoints}",
+            "--scheduler=fixed", f"--output={out}"]
+    proc = subprocess.run(base + ["--max_frames=0", f"--log={tmp_path / 'x.csv'}"], capture_output=True,
+                          text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "max_frames" in proc.stderr
+    assert not out.exists() and not (tmp_path / "x.csv").exists()
+    proc = subprocess.run(base + ["--log=/dev/full"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: --log: /dev/full: No space left on device")
+    assert not out.exists()
+
+
+def test_a_truncated_video_is_processed_with_a_warning(tmp_path, tiny_checkpoints, capsys):  # noqa: F811
+    frames, _ = moving_face_frames(40, width=96, height=96, face_side=40, shift=(10, 0))
+    video = _write_video(tmp_path / "cut.avi", frames, fourcc="MJPG")
+    size = os.path.getsize(video)
+    with open(video, "r+b") as f:
+        f.truncate(size // 2)          # the header still says 40 frames
+    summary = sv.segment_video(video, tiny_checkpoints, "fixed", str(tmp_path / "c.mp4"), str(tmp_path / "c.csv"),
+                               verbose=0)
+    assert 0 < summary["frames"] < 40 and len(_read_log(tmp_path / "c.csv")) == summary["frames"]
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        f"warning: {video}: only {summary['frames']} of the 40 frames its header reports could be decoded")
