@@ -141,17 +141,33 @@ def restore_latest(checkpoint, manager):
     return True
 
 
+def seed_states(*models):
+    """The tf.Variables holding the state of the models' Keras seed generators (dropout and other
+    random layers). tf.train.Checkpoint does not track them through the model, so a training saves
+    them beside it (`seed_states=...`): a resumed run then draws the same dropout masks."""
+    states = []
+    for model in models:
+        for layer in model._flatten_layers(include_self=True, recursive=True):
+            for generator in getattr(layer, "_seed_generators", []):
+                state = generator.state
+                states.append(getattr(state, "value", state))
+    return states
+
+
 def resumable_checkpoint(root_dir, **trackables):
     """(step variable, CheckpointManager, restored) for a training in `root_dir/ckpt`.
 
     The step counter lives in the checkpoint, so a run killed at any point (kill -9
-    included) restarts from the last saved step. Restores the latest checkpoint if any.
+    included) restarts from the last saved step; so do the models' seed generators (dropout).
+    Restores the latest checkpoint if any.
     """
     import tensorflow as tf  # only trainings need it; loaders above stay TensorFlow-free
 
     atomic.check_output_dir(root_dir)
     step = tf.Variable(0, dtype=tf.int64, name="step")
-    ckpt = tf.train.Checkpoint(step=step, **trackables)
+    models = [t for t in trackables.values() if hasattr(t, "_flatten_layers")]
+    randomness = {"seed_states": seed_states(*models)} if seed_states(*models) else {}
+    ckpt = tf.train.Checkpoint(step=step, **trackables, **randomness)
     manager = checkpoint_manager(ckpt, os.path.join(root_dir, "ckpt"))
     restored = restore_latest(ckpt, manager)
     return step, manager, restored

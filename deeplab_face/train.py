@@ -28,7 +28,8 @@ import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
 from deeplab_face import cli  # noqa: E402
-from deeplab_face.stage import clear_done, resumable_checkpoint  # noqa: E402
+from deeplab_face import atomic  # noqa: E402
+from deeplab_face.stage import clear_done, resumable_checkpoint, write_done  # noqa: E402
 from deeplab_face.data import tfrecords  # noqa: E402
 from deeplab_face.data.masks import NUM_CLASSES  # noqa: E402
 from deeplab_face.errors import ConfigError  # noqa: E402
@@ -105,10 +106,11 @@ def _resize_to(crop_size, images, labels):
     return images, labels
 
 
-def training_dataset(prepared_dir, video_ids, batch_size, seed, crop_size, augment=True):
+def training_dataset(prepared_dir, video_ids, batch_size, seed, crop_size, augment=True, skip_batches=0):
     from deeplab_face.data.pipelines import segmentation_dataset
     size, _ = read_manifest(prepared_dir)
-    ds = segmentation_dataset(prepared_dir, video_ids, batch_size, seed, augment=augment, repeat=True)
+    ds = segmentation_dataset(prepared_dir, video_ids, batch_size, seed, augment=augment, repeat=True,
+                              skip_batches=skip_batches)
     if size != crop_size:
         ds = ds.map(lambda x, y: _resize_to(crop_size, x, y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds
@@ -180,9 +182,9 @@ def train_eval(root_dir, prepared_dir, train_videos, val_videos=(), backbone="re
         return loss, total, lr
 
     writer = tf.summary.create_file_writer(os.path.join(root_dir, "tensorboard"))
-    # A resumed run reseeds the data stream so that it does not replay the first batches.
-    dataset = training_dataset(prepared_dir, train_videos, batch_size, seed + start_step, crop_size,
-                               augment=augment)
+    # A resumed run continues the same data stream at its step: bit-identical to an uninterrupted run.
+    dataset = training_dataset(prepared_dir, train_videos, batch_size, seed, crop_size, augment=augment,
+                               skip_batches=start_step)
     progbar = keras.utils.Progbar(steps, verbose=verbose, stateful_metrics=["lr"])
     loss = total = float("nan")
     val_miou = None
@@ -198,7 +200,8 @@ def train_eval(root_dir, prepared_dir, train_videos, val_videos=(), backbone="re
             scalar_summary("val_miou", miou, step=int(step.numpy()))
         return miou
 
-    data = iter(dataset)
+    from deeplab_face.data.pipelines import checked_batches
+    data = checked_batches(dataset, prepared_dir, train_videos)   # a corrupt TFRecord: DataError naming it
     while int(step.numpy()) < steps:
         images, labels = next(data)
         loss_t, total_t, lr_t = train_step(images, labels)
@@ -222,21 +225,18 @@ def train_eval(root_dir, prepared_dir, train_videos, val_videos=(), backbone="re
         val_miou = validate()
     writer.flush()
 
-    with open(os.path.join(root_dir, "config.json"), "w") as f:
-        json.dump(build_args, f, indent=2)
+    atomic.write_json(os.path.join(root_dir, "config.json"), build_args, indent=2)
     hparams = dict(train_videos=train_videos, val_videos=val_videos, batch_size=batch_size,
                    steps=steps, learning_rate=learning_rate, learning_power=learning_power,
                    momentum=momentum, weight_decay=weight_decay, init_checkpoint=init_checkpoint,
                    reinit_logits=reinit_logits, seed=seed, fine_tune_batch_norm=fine_tune_batch_norm,
                    bn_momentum=bn_momentum,
                    augment=augment, prepared_dir=os.path.abspath(prepared_dir))
-    with open(os.path.join(root_dir, "hparams.json"), "w") as f:
-        json.dump(hparams, f, indent=2)
-    model.save_weights(os.path.join(root_dir, "final.weights.h5"))
+    atomic.write_json(os.path.join(root_dir, "hparams.json"), hparams, indent=2)
+    atomic.save_weights(model, os.path.join(root_dir, "final.weights.h5"))
     results = dict(step=int(step.numpy()), resumed_from_step=start_step, loss=loss,
                    total_loss=total, val_miou=val_miou)
-    with open(os.path.join(root_dir, "DONE"), "w") as f:
-        json.dump(results, f)
+    write_done(root_dir, json.dumps(atomic.jsonable(results)))
     return results
 
 
@@ -255,33 +255,37 @@ def define_flags():
     flags.DEFINE_enum("backbone", "resnet_v1_50_beta", ["xception_65", "resnet_v1_50_beta",
                       "mobilenet_v2", "fcn8s_vgg16", "deeplab_v2_vgg16"], "Network N.")
     flags.DEFINE_integer("output_stride", 16, "Backbone output stride (8 or 16; VGG models: fixed 8).")
+    flags.register_validator("output_stride", lambda v: v in (8, 16), "--output_stride must be 8 or 16")
     flags.DEFINE_integer("crop_size", 513, "Training crop S = 16k + 1 (prepared data is resized if "
-                         "its size differs).")
+                         "its size differs).", lower_bound=17)
     flags.DEFINE_string("split", "decoder", "feature_net/task_net split point: decoder or logits.")
-    flags.DEFINE_integer("batch_size", 8, "Frames per step.")
-    flags.DEFINE_integer("steps", 30000, "Training steps (the poly schedule reaches 0 here).")
-    flags.DEFINE_float("learning_rate", 7e-3, "Base learning rate of the poly schedule.")
-    flags.DEFINE_float("learning_power", LEARNING_POWER, "Poly schedule power.")
-    flags.DEFINE_float("momentum", MOMENTUM, "SGD momentum.")
-    flags.DEFINE_float("weight_decay", 4e-5, "L2 weight decay on conv kernels (slim l2_regularizer).")
+    flags.DEFINE_integer("batch_size", 8, "Frames per step.", lower_bound=1)
+    flags.DEFINE_integer("steps", 30000, "Training steps (the poly schedule reaches 0 here).", lower_bound=1)
+    flags.DEFINE_float("learning_rate", 7e-3, "Base learning rate of the poly schedule.", lower_bound=0.0)
+    flags.DEFINE_float("learning_power", LEARNING_POWER, "Poly schedule power.", lower_bound=0.0)
+    flags.DEFINE_float("momentum", MOMENTUM, "SGD momentum.", lower_bound=0.0, upper_bound=1.0)
+    flags.DEFINE_float("weight_decay", 4e-5, "L2 weight decay on conv kernels (slim l2_regularizer).",
+                       lower_bound=0.0)
     flags.DEFINE_string("init_checkpoint", None, "TF1 checkpoint (model zoo / slim ImageNet) to start from.")
     flags.DEFINE_boolean("reinit_logits", True, "Re-initialise the logits when importing "
                          "--init_checkpoint (e.g. 21-class PASCAL -> 5 face classes).")
     flags.DEFINE_enum("fine_tune_batch_norm", "auto", ["auto", "true", "false"],
                       "Train batch norm: auto = batch >= 12 or no --init_checkpoint.")
     flags.DEFINE_float("bn_momentum", None, "Batch-norm decay while training (default: "
-                       f"{SCRATCH_BN_MOMENTUM} from scratch, the backbone's own with --init_checkpoint).")
+                       f"{SCRATCH_BN_MOMENTUM} from scratch, the backbone's own with --init_checkpoint).",
+                       lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_boolean("augment", True, "Random scale/flip augmentation of the training frames.")
-    flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order and augmentation.")
-    flags.DEFINE_integer("checkpoint_every", 500, "Save a resumable checkpoint every so many steps.")
-    flags.DEFINE_integer("eval_every", 0, "Validation mIoU every so many steps (0: only at the end).")
-    flags.DEFINE_integer("val_max_frames", None, "At most this many frames per validation video.")
+    flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order and augmentation.", lower_bound=0)
+    flags.DEFINE_integer("checkpoint_every", 500, "Save a resumable checkpoint every so many steps "
+                         "(0: only at the end).", lower_bound=0)
+    flags.DEFINE_integer("eval_every", 0, "Validation mIoU every so many steps (0: only at the end).",
+                         lower_bound=0)
+    flags.DEFINE_integer("val_max_frames", None, "At most this many frames per validation video.",
+                         lower_bound=1)
+    flags.mark_flags_as_required(["workdir", "prepared_dir"])
 
 def main(argv):
     del argv
-    for name in ("workdir", "prepared_dir"):
-        if not FLAGS[name].value:
-            raise ConfigError(f"--{name} is required")
     results = train_eval(
         FLAGS.workdir, FLAGS.prepared_dir, FLAGS.train_videos, FLAGS.val_videos,
         backbone=FLAGS.backbone, crop_size=FLAGS.crop_size, output_stride=FLAGS.output_stride,

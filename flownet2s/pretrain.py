@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
-from deeplab_face import cli  # noqa: E402
+from deeplab_face import atomic, cli  # noqa: E402
 from deeplab_face.errors import CheckpointError, ConfigError  # noqa: E402
 from deeplab_face.stage import clear_done, finish_stage, resumable_checkpoint  # noqa: E402
 from deeplab_face.train import scalar_summary  # noqa: E402
@@ -135,10 +135,14 @@ def stack_targets(flows, input_size):
     return tuple(np.stack(level) for level in zip(*[level_targets(f, input_size) for f in flows]))
 
 
-def _dataset(input_size, batch_size, seed, max_motion):
-    """Batches (key, current, (target6, ..., target2)) of freshly generated pairs."""
+def _dataset(input_size, batch_size, seed, max_motion, skip_pairs=0):
+    """Batches (key, current, (target6, ..., target2)) of freshly generated pairs. `skip_pairs`: the
+    stream's first pairs are generated and dropped, so a resumed training sees exactly the pairs an
+    uninterrupted one would (about 5 ms a pair at 64 px)."""
     def examples():
-        for pair in pair_stream(input_size, seed, max_motion=max_motion):
+        for index, pair in enumerate(pair_stream(input_size, seed, max_motion=max_motion)):
+            if index < skip_pairs:
+                continue
             yield (pair["key"].astype(np.float32), pair["current"].astype(np.float32),
                    level_targets(pair["flow"], input_size))
 
@@ -207,6 +211,7 @@ def pretrain(root_dir, width=FLOWNET2_S_WIDTH, input_size=128, steps=300, batch_
     """
     _check(width, input_size, steps, batch_size, learning_rate, checkpoint_every, val_pairs,
            face_pairs, face_crop_size, normalization)
+    atomic.check_output_dir(root_dir, "--root_dir")   # before any work: a bad folder fails at once
     keras.utils.set_random_seed(seed)
     build_args = dict(width=float(width), feature_channels=256, input_size=int(input_size),
                       scale_head="dff", normalization=normalization)
@@ -229,21 +234,19 @@ def pretrain(root_dir, width=FLOWNET2_S_WIDTH, input_size=128, steps=300, batch_
     faces = synthetic_flow.face_pairs(face_pairs, input_size, FACE_VALIDATION_SEED, face_crop_size,
                        face_frame_size) if face_pairs else None
     before_path = os.path.join(root_dir, BEFORE)
-    if restored and os.path.exists(before_path):
-        with open(before_path) as f:
-            before = json.load(f)
-    else:  # the untrained net's numbers, kept so that a resumed run still reports them
+    before = atomic.read_json(before_path, advice="delete it and the ckpt/ folder beside it to restart "
+                              "the pretraining") if restored else None
+    if before is None:  # the untrained net's numbers, kept so that a resumed run still reports them
         before = {"val_epe_before": average_epe(flow_net, val),
                   "face_epe_before": average_epe(flow_net, faces, True) if faces else None}
-        with open(before_path, "w") as f:
-            json.dump(before, f)
+        atomic.write_json(before_path, before)
     log(f"pretrain: AEE before {before['val_epe_before']:.3f} px on {val_pairs} generated pairs "
         f"(zero flow {zero_epe(val):.3f})")
 
     train_step = make_train_step(flow_net, optimizer)
     writer = tf.summary.create_file_writer(os.path.join(root_dir, "tensorboard"))
-    # A resumed run reseeds the pair stream so that it does not replay the first batches.
-    data = iter(_dataset(input_size, batch_size, [seed, start_step], max_motion))
+    # A resumed run continues the same pair stream at its step: bit-identical to an uninterrupted run.
+    data = iter(_dataset(input_size, batch_size, [seed, 0], max_motion, skip_pairs=start_step * batch_size))
     progbar = keras.utils.Progbar(steps, verbose=verbose)
     loss = float("nan")
     started = time.perf_counter()
@@ -285,11 +288,9 @@ def pretrain(root_dir, width=FLOWNET2_S_WIDTH, input_size=128, steps=300, batch_
                    val_pairs=val_pairs, face_pairs=face_pairs, face_crop_size=face_crop_size,
                    face_frame_size=face_frame_size, max_motion=max_motion,
                    loss_weights=list(FLOW_LOSS_WEIGHTS), data="flownet2s.synthetic_flow")
-    os.makedirs(root_dir, exist_ok=True)
-    with open(os.path.join(root_dir, "hparams.json"), "w") as f:
-        json.dump(hparams, f, indent=2)
+    atomic.write_json(os.path.join(root_dir, "hparams.json"), hparams, indent=2)
     # The multi-scale outputs add no layers: final.weights.h5 loads into build_flownet(**config).
-    finish_stage(root_dir, flow_net, build_args, done_text=json.dumps(results))
+    finish_stage(root_dir, flow_net, build_args, done_text=json.dumps(atomic.jsonable(results)))
     return results
 
 
@@ -299,24 +300,31 @@ FLAGS = flags.FLAGS
 def define_flags():
     flags.DEFINE_string("root_dir", None, "Stage directory: ckpt/, tensorboard/, config.json, "
                         "final.weights.h5, DONE. Re-running resumes from ckpt/.")
-    flags.DEFINE_float("width", FLOWNET2_S_WIDTH, "FlowNetS width: 0.375 = FlowNet2-s, 1.0 = FlowNet2-S.")
-    flags.DEFINE_integer("input_size", 128, "Side of the generated pairs = flow-net input (multiple of 64).")
-    flags.DEFINE_integer("steps", 300, "Training steps.")
-    flags.DEFINE_integer("batch_size", 8, "Pairs per step.")
-    flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate (constant; FlowNet 2.0: 1e-4).")
-    flags.DEFINE_integer("seed", 0, "Seed of initialisation and of the generated training pairs.")
-    flags.DEFINE_integer("checkpoint_every", 100, "Save a resumable checkpoint every so many steps.")
-    flags.DEFINE_integer("val_pairs", 64, "Held-out generated pairs for the AEE before/after.")
-    flags.DEFINE_integer("face_pairs", 16, "Held-out synthetic face pairs for a face AEE (0: none).")
-    flags.DEFINE_integer("face_crop_size", 129, "Crop side S of the face pairs (as prepare_300vw).")
+    flags.DEFINE_float("width", FLOWNET2_S_WIDTH, "FlowNetS width: 0.375 = FlowNet2-s, 1.0 = FlowNet2-S.",
+                       lower_bound=0.01, upper_bound=4.0)
+    flags.DEFINE_integer("input_size", 128, "Side of the generated pairs = flow-net input (multiple of 64).",
+                         lower_bound=INPUT_MULTIPLE)
+    flags.register_validator("input_size", lambda v: v % INPUT_MULTIPLE == 0,
+                             f"--input_size must be a multiple of {INPUT_MULTIPLE}")
+    flags.DEFINE_integer("steps", 300, "Training steps.", lower_bound=1)
+    flags.DEFINE_integer("batch_size", 8, "Pairs per step.", lower_bound=1)
+    flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate (constant; FlowNet 2.0: 1e-4).",
+                       lower_bound=1e-12)
+    flags.DEFINE_integer("seed", 0, "Seed of initialisation and of the generated training pairs.", lower_bound=0)
+    flags.DEFINE_integer("checkpoint_every", 100, "Save a resumable checkpoint every so many steps "
+                         "(0: only at the end).", lower_bound=0)
+    flags.DEFINE_integer("val_pairs", 64, "Held-out generated pairs for the AEE before/after.", lower_bound=1)
+    flags.DEFINE_integer("face_pairs", 16, "Held-out synthetic face pairs for a face AEE (0: none).",
+                         lower_bound=0)
+    flags.DEFINE_integer("face_crop_size", 129, "Crop side S of the face pairs (as prepare_300vw).",
+                         lower_bound=INPUT_MULTIPLE // 4)
     flags.DEFINE_enum("normalization", DEFAULT_NORMALIZATION, sorted(NORMALIZATIONS),
                       "Flow-net input normalisation.")
+    flags.mark_flag_as_required("root_dir")
 
 
 def main(argv):
     del argv
-    if not FLAGS.root_dir:
-        raise ConfigError("--root_dir is required")
     results = pretrain(FLAGS.root_dir, width=FLAGS.width, input_size=FLAGS.input_size, steps=FLAGS.steps,
                        batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate, seed=FLAGS.seed,
                        checkpoint_every=FLAGS.checkpoint_every, val_pairs=FLAGS.val_pairs,

@@ -25,7 +25,8 @@ import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
 from deeplab_face import cli  # noqa: E402
-from deeplab_face.stage import clear_done, resumable_checkpoint  # noqa: E402
+from deeplab_face import atomic  # noqa: E402
+from deeplab_face.stage import clear_done, resumable_checkpoint, write_done  # noqa: E402
 from deeplab_face.errors import ConfigError  # noqa: E402
 from deeplab_face.segmentation_metrics import confusion_matrix, mean_iou  # noqa: E402
 from deeplab_face.train import pixel_cross_entropy, resolve_videos, scalar_summary  # noqa: E402
@@ -76,12 +77,12 @@ def _resize_pairs(crop_size):
     return resize
 
 
-def pairs(prepared_dir, video_ids, batch_size, seed, crop_size, min_gap, max_gap, repeat=True):
+def pairs(prepared_dir, video_ids, batch_size, seed, crop_size, min_gap, max_gap, repeat=True, skip_batches=0):
     from deeplab_face.data.pipelines import pair_dataset
     from deeplab_face.data.tfrecords import read_manifest
     size = int(read_manifest(prepared_dir)["size"])
     ds = pair_dataset(prepared_dir, video_ids, batch_size, seed, min_gap=min_gap, max_gap=max_gap,
-                      repeat=repeat)
+                      repeat=repeat, skip_batches=skip_batches)
     if size != crop_size:
         ds = ds.map(_resize_pairs(crop_size), num_parallel_calls=tf.data.AUTOTUNE)
     return ds
@@ -90,10 +91,11 @@ def pairs(prepared_dir, video_ids, batch_size, seed, crop_size, min_gap, max_gap
 def validation_miou(dff, prepared_dir, video_ids, batch_size, num_classes, max_pairs, seed,
                     min_gap=MIN_GAP, max_gap=MAX_GAP):
     """mIoU (%) of propagated predictions on up to `max_pairs` validation pairs."""
+    from deeplab_face.data.pipelines import checked_batches
     confusion = np.zeros((num_classes, num_classes), np.int64)
     seen = 0
-    for batch in pairs(prepared_dir, video_ids, batch_size, seed, dff.crop_size, min_gap, max_gap,
-                       repeat=False):
+    for batch in checked_batches(pairs(prepared_dir, video_ids, batch_size, seed, dff.crop_size, min_gap,
+                                       max_gap, repeat=False), prepared_dir, video_ids):
         key_features = dff.key(batch["key_image"])["features"]
         probs = dff.propagate(batch["key_image"], key_features, batch["current_image"])["probs"]
         pred = np.argmax(keras.ops.convert_to_numpy(probs), axis=-1)
@@ -129,6 +131,7 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, train_videos, val_videos=(
         raise ConfigError(f"--steps={steps} / --batch_size={batch_size}: must be positive")
     if init_checkpoint and init_stage:
         raise ConfigError("--init_checkpoint and --init_stage: give one starting point, not both")
+    atomic.check_output_dir(root_dir, "--workdir")   # before any work: a bad folder fails at once
     keras.utils.set_random_seed(seed)
     train_videos, val_videos = resolve_videos(prepared_dir, train_videos, val_videos)
     segmenter = load_segmenter(segmenter_dir)
@@ -156,9 +159,10 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, train_videos, val_videos=(
 
     train_step = make_train_step(dff, optimizer, num_classes, pseudo_labels)
     writer = tf.summary.create_file_writer(os.path.join(root_dir, "tensorboard"))
-    # A resumed run reseeds the pair stream so that it does not replay the first batches.
-    data = iter(pairs(prepared_dir, train_videos, batch_size, seed + start_step, crop_size,
-                      min_gap, max_gap))
+    # A resumed run continues the same pair stream at its step: bit-identical to an uninterrupted run.
+    from deeplab_face.data.pipelines import checked_batches
+    data = checked_batches(pairs(prepared_dir, train_videos, batch_size, seed, crop_size, min_gap, max_gap,
+                                 skip_batches=start_step), prepared_dir, train_videos)
     progbar = keras.utils.Progbar(steps, verbose=verbose)
     loss = float("nan")
     while int(step.numpy()) < steps:
@@ -184,20 +188,17 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, train_videos, val_videos=(
     writer.flush()
 
     config = dict(build_args, flow_resolution=flow_resolution, border=border)
-    with open(os.path.join(root_dir, "config.json"), "w") as f:
-        json.dump(config, f, indent=2)
+    atomic.write_json(os.path.join(root_dir, "config.json"), config, indent=2)
     hparams = dict(segmenter_dir=os.path.abspath(segmenter_dir), train_videos=train_videos,
                    val_videos=val_videos, steps=steps, batch_size=batch_size,
                    learning_rate=learning_rate, min_gap=min_gap, max_gap=max_gap,
                    init_checkpoint=init_checkpoint, seed=seed, pseudo_labels=pseudo_labels,
                    init_stage=os.path.abspath(init_stage) if init_stage else None,
                    prepared_dir=os.path.abspath(prepared_dir))
-    with open(os.path.join(root_dir, "hparams.json"), "w") as f:
-        json.dump(hparams, f, indent=2)
-    flow_net.save_weights(os.path.join(root_dir, "final.weights.h5"))
+    atomic.write_json(os.path.join(root_dir, "hparams.json"), hparams, indent=2)
+    atomic.save_weights(flow_net, os.path.join(root_dir, "final.weights.h5"))
     results = dict(step=int(step.numpy()), resumed_from_step=start_step, loss=loss, val_miou=val_miou)
-    with open(os.path.join(root_dir, "DONE"), "w") as f:
-        json.dump(results, f)
+    write_done(root_dir, json.dumps(atomic.jsonable(results)))
     return results
 
 
@@ -213,12 +214,14 @@ def define_flags():
                         "final.weights.h5): N, frozen.")
     flags.DEFINE_list("train_videos", [], "Training video ids (default: all but --val_videos).")
     flags.DEFINE_list("val_videos", [], "Validation video ids (propagated mIoU at the end).")
-    flags.DEFINE_float("width", FLOWNET2_S_WIDTH, "FlowNetS width: 0.375 = FlowNet2-s, 1.0 = FlowNet2-S.")
-    flags.DEFINE_integer("steps", 20000, "Training steps.")
-    flags.DEFINE_integer("batch_size", 4, "Pairs per step.")
-    flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate (constant).")
-    flags.DEFINE_integer("min_gap", MIN_GAP, "Smallest key-current distance in frames.")
-    flags.DEFINE_integer("max_gap", MAX_GAP, "Largest key-current distance in frames (§4.2: 30).")
+    flags.DEFINE_float("width", FLOWNET2_S_WIDTH, "FlowNetS width: 0.375 = FlowNet2-s, 1.0 = FlowNet2-S.",
+                       lower_bound=0.01, upper_bound=4.0)
+    flags.DEFINE_integer("steps", 20000, "Training steps.", lower_bound=1)
+    flags.DEFINE_integer("batch_size", 4, "Pairs per step.", lower_bound=1)
+    flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate (constant).", lower_bound=0.0)
+    flags.DEFINE_integer("min_gap", MIN_GAP, "Smallest key-current distance in frames.", lower_bound=1)
+    flags.DEFINE_integer("max_gap", MAX_GAP, "Largest key-current distance in frames (§4.2: 30).",
+                         lower_bound=1)
     flags.DEFINE_enum("flow_resolution", "full", ["full", "half"], "Flow-net input: largest multiple "
                       "of 64 <= S (full) or half of it (DFF).")
     flags.DEFINE_string("init_checkpoint", None, "TF1 FlowNet2-S (FlowNetS/...) or DVSNet "
@@ -233,16 +236,19 @@ def define_flags():
     flags.DEFINE_enum("scale_head", "dff", ["dff", "dvsnet"], "Scale-field head: 1x1 (DFF) or 3x3 "
                       "predict_scale (DVSNet).")
     flags.DEFINE_enum("border", "zeros", ["zeros", "clamp"], "Warp border: zeros (DFF) or clamp (DVSNet).")
-    flags.DEFINE_integer("val_pairs", 64, "Validation pairs for the final propagated mIoU.")
-    flags.DEFINE_integer("seed", 0, "Seed of initialisation and pair sampling.")
-    flags.DEFINE_integer("checkpoint_every", 500, "Save a resumable checkpoint every so many steps.")
+    flags.DEFINE_integer("val_pairs", 64, "Validation pairs for the final propagated mIoU.", lower_bound=1)
+    flags.DEFINE_integer("seed", 0, "Seed of initialisation and pair sampling.", lower_bound=0)
+    flags.DEFINE_integer("checkpoint_every", 500, "Save a resumable checkpoint every so many steps "
+                         "(0: only at the end).", lower_bound=0)
+    flags.mark_flags_as_required(["workdir", "prepared_dir", "segmenter_dir"])
+    flags.mark_flags_as_mutual_exclusive(["init_checkpoint", "init_stage"])
+    flags.register_multi_flags_validator(
+        ["min_gap", "max_gap"], lambda f: f["min_gap"] <= f["max_gap"],
+        "--min_gap must not exceed --max_gap")
 
 
 def main(argv):
     del argv
-    for name in ("workdir", "prepared_dir", "segmenter_dir"):
-        if not FLAGS[name].value:
-            raise ConfigError(f"--{name} is required")
     results = train_eval(
         FLAGS.workdir, FLAGS.prepared_dir, FLAGS.segmenter_dir, FLAGS.train_videos, FLAGS.val_videos,
         width=FLAGS.width, steps=FLAGS.steps, batch_size=FLAGS.batch_size,

@@ -42,14 +42,15 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
-from deeplab_face import cli  # noqa: E402
+from deeplab_face import atomic, cli  # noqa: E402
+from deeplab_face.stage import checkpoint_manager, restore_latest, seed_states, write_done  # noqa: E402
 from deeplab_face.errors import ConfigError, DataError  # noqa: E402
 from rl_scheduler import config  # noqa: E402
 from rl_scheduler.cache import load_dff, load_video_caches  # noqa: E402
 from rl_scheduler.dvsnet_decision import build_decision_network, fold_standardisation  # noqa: E402
 import rl_scheduler.train as rl_scheduler_train  # noqa: E402
 from rl_scheduler.train import (  # noqa: E402
-    checked_stage_flags, define_stage_flags, read_json, scalar_summary, write_json)
+    checked_stage_flags, define_stage_flags, read_json, register_size_validator, scalar_summary, write_json)
 
 VAL_MAX_GAP = 9  # imagesval_10_list: key 0-9 frames before the current frame
 GAP_SAMPLINGS = ("pairs", "log_uniform")
@@ -249,10 +250,9 @@ def train_decision_network(root_dir, train_data, val_data, epochs=config.DVSNET_
     best_mae = tf.Variable(np.inf, dtype=tf.float64)
     best_calibration = tf.Variable([1.0, 0.0], dtype=tf.float64)   # (a, b) of the kept epoch
     ckpt = tf.train.Checkpoint(step=epoch, model=model, optimizer=optimizer, best_mae=best_mae,
-                               best_calibration=best_calibration)
-    manager = tf.train.CheckpointManager(ckpt, os.path.join(root_dir, "ckpt"), max_to_keep=2)
-    if manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).expect_partial()
+                               best_calibration=best_calibration, seed_states=seed_states(model))
+    manager = checkpoint_manager(ckpt, os.path.join(root_dir, "ckpt"))
+    restore_latest(ckpt, manager)
 
     @tf.function(reduce_retracing=True)
     def train_step(x, z):
@@ -313,7 +313,7 @@ def train_decision_network(root_dir, train_data, val_data, epochs=config.DVSNET_
             if best_weights is not None:   # best.weights.h5 always matches the checkpoint's best_mae
                 model_weights = model.get_weights()
                 model.set_weights(best_weights)
-                model.save_weights(best_path)
+                atomic.save_weights(model, best_path)
                 model.set_weights(model_weights)
                 best_weights = None
             manager.save(checkpoint_number=current + 1)
@@ -326,7 +326,7 @@ def train_decision_network(root_dir, train_data, val_data, epochs=config.DVSNET_
     a, b = (float(v) for v in best_calibration.numpy())
     final = fold_standardisation(model, build_decision_network(**build_args), input_scale,
                                  target_mean + target_std * b, target_std * a)
-    final.save_weights(os.path.join(root_dir, "final.weights.h5"))
+    atomic.save_weights(final, os.path.join(root_dir, "final.weights.h5"))
     predicted = np.asarray(final.predict_on_batch(np.asarray(val_data[0], np.float32)))[:, 0]
     metrics = regression_metrics(predicted, y_val, constant, val_gaps)
     quantiles = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
@@ -349,8 +349,7 @@ def train_decision_network(root_dir, train_data, val_data, epochs=config.DVSNET_
                                   output_calibration=[a, b] if calibrate else None,
                                   input_scale_mean=None if input_scale is None else float(np.mean(input_scale))),
                     metrics={k: v for k, v in result.items() if k != "seconds"}))
-    with open(os.path.join(root_dir, "DONE"), "w") as f:
-        f.write("done\n")
+    write_done(root_dir, "done\n")
     if log is not None:
         log(f"dvsnet: val MAE {metrics['val_mae']:.2f} (constant {metrics['val_mae_constant']:.2f}), "
             f"Pearson {_fmt(metrics['val_pearson'])}, Spearman {_fmt(metrics['val_spearman'])}, "
@@ -451,16 +450,18 @@ def define_flags():
     flags.adopt_module_key_flags(rl_scheduler_train)  # listed by this command's --help
     flags.DEFINE_integer("max_gap", config.DVSNET_MAX_GAP,
                          "Largest current - key distance of a training pair (DVSNet: 13; the sweeps meet "
-                         "distances up to the largest AKI, so small presets use more).")
+                         "distances up to the largest AKI, so small presets use more).", lower_bound=1)
     flags.DEFINE_enum("gap_sampling", config.DVSNET_GAP_SAMPLING, list(GAP_SAMPLINGS),
                       "pairs: every pair with gap 0..max_gap equally likely (DVSNet); log_uniform: "
                       "gaps 1..max_gap with log(gap) uniform.")
     flags.DEFINE_integer("val_max_gap", None,
-                         "Largest gap of a validation pair (DVSNet: 9); unset: as the training pairs.")
-    flags.DEFINE_integer("epochs", config.DVSNET_EPOCHS, "Training epochs.")
-    flags.DEFINE_integer("batch_size", config.DVSNET_BATCH_SIZE, "Batch size.")
-    flags.DEFINE_float("learning_rate", config.DVSNET_LEARNING_RATE, "Adam learning rate.")
-    flags.DEFINE_float("lr_decay", config.DVSNET_LR_DECAY, "Learning-rate factor per epoch (DVSNet: 0.99).")
+                         "Largest gap of a validation pair (DVSNet: 9); unset: as the training pairs.",
+                         lower_bound=1)
+    flags.DEFINE_integer("epochs", config.DVSNET_EPOCHS, "Training epochs.", lower_bound=1)
+    flags.DEFINE_integer("batch_size", config.DVSNET_BATCH_SIZE, "Batch size.", lower_bound=1)
+    flags.DEFINE_float("learning_rate", config.DVSNET_LEARNING_RATE, "Adam learning rate.", lower_bound=0.0)
+    flags.DEFINE_float("lr_decay", config.DVSNET_LR_DECAY, "Learning-rate factor per epoch (DVSNet: 0.99).",
+                       lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_boolean("normalize_targets", config.DVSNET_NORMALIZE_TARGETS,
                          "Regress the standardised score with a linear output, folded back to percent "
                          "in the saved weights (DVSNet: false, percent through a LeakyReLU).")
@@ -471,16 +472,18 @@ def define_flags():
                          "Refit the output's scale and offset by least squares on the training pairs "
                          "after each epoch (with --normalize_targets; DVSNet: false).")
     flags.DEFINE_float("dropout_rate", config.DVSNET_DROPOUT_RATE,
-                       "Dropout after each hidden FC in training (DVSNet: 0.5).")
+                       "Dropout after each hidden FC in training (DVSNet: 0.5).", lower_bound=0.0,
+                       upper_bound=0.99)
     flags.DEFINE_integer("checkpoint_every", config.DVSNET_CHECKPOINT_EVERY,
-                         "Epochs between resumable checkpoints.")
+                         "Epochs between resumable checkpoints.", lower_bound=1)
     flags.DEFINE_string("pair_table_dir", None,
                         "Read the RL stages' <video>.npz pair tables from here when present (never written).")
-    flags.DEFINE_integer("seed", 0, "Random seed.")
-    flags.DEFINE_integer("pairs_per_video", 1000, "Training pairs drawn per video (0: all).")
-    flags.DEFINE_integer("val_pairs_per_video", 500, "Validation pairs drawn per video (0: all).")
+    flags.DEFINE_integer("seed", 0, "Random seed.", lower_bound=0)
+    flags.DEFINE_integer("pairs_per_video", 1000, "Training pairs drawn per video (0: all).", lower_bound=0)
+    flags.DEFINE_integer("val_pairs_per_video", 500, "Validation pairs drawn per video (0: all).", lower_bound=0)
     flags.DEFINE_list("deviation_size", [],
                       "Resize conv6_1 to h,w first (DVSNet regions: 4,8; empty: native).")
+    register_size_validator("deviation_size")
 
 
 def main(argv):
