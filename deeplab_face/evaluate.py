@@ -11,7 +11,6 @@ at scale 1.0 only and their rows carry `"scales": []`.
 Predictions are made at the model's crop size; when the prepared data has another size, the
 probabilities are resized (align-corners bilinear) to the labels' size before the argmax.
 """
-import json
 import os
 import time
 
@@ -22,10 +21,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
-from deeplab_face import cli  # noqa: E402
+from deeplab_face import atomic, cli  # noqa: E402
 from deeplab_face.data import tfrecords  # noqa: E402
 from deeplab_face.errors import ConfigError  # noqa: E402
-from deeplab_face.segmentation_metrics import confusion_matrix, mean_iou  # noqa: E402
+from deeplab_face.segmentation_metrics import confusion_matrix, fmt, mean_iou, or_none  # noqa: E402
 
 PAPER_SCALE_SETS = ((1.0,), (1.25, 1.75))  # §4.2 / Table 1
 MODEL_NAMES = {
@@ -83,8 +82,9 @@ def model_fps(predict, frame, warmup=FPS_WARMUP, runs=FPS_RUNS):
 
 def dataset_miou(predict, prepared_dir, video_ids, crop_size, num_classes, batch_size=4,
                  max_frames=None, progbar=None):
-    """mIoU (%) from one confusion matrix over the frames of `video_ids` (max_frames per video)."""
-    from deeplab_face.data.pipelines import video_frames
+    """mIoU (%) from one confusion matrix over the frames of `video_ids` (max_frames per video); NaN
+    when no labelled pixel was seen. A corrupt TFRecord is a DataError naming it."""
+    from deeplab_face.data.pipelines import checked_batches, video_frames
     size, _ = read_manifest(prepared_dir)
     confusion = np.zeros((num_classes, num_classes), np.int64)
     frames_done = 0
@@ -92,7 +92,7 @@ def dataset_miou(predict, prepared_dir, video_ids, crop_size, num_classes, batch
         ds = video_frames(prepared_dir, video_id)
         if max_frames:
             ds = ds.take(max_frames)
-        for batch in ds.batch(batch_size):
+        for batch in checked_batches(ds.batch(batch_size), prepared_dir, [video_id]):
             images = tf.cast(batch["image"], tf.float32)
             if size != crop_size:
                 images = tf.image.resize(images, (crop_size, crop_size), method="bilinear")
@@ -105,8 +105,8 @@ def dataset_miou(predict, prepared_dir, video_ids, crop_size, num_classes, batch
 
 
 def first_frame(prepared_dir, video_id, crop_size):
-    from deeplab_face.data.pipelines import video_frames
-    frame = next(iter(video_frames(prepared_dir, video_id).take(1)))["image"]
+    from deeplab_face.data.pipelines import checked_batches, video_frames
+    frame = next(checked_batches(video_frames(prepared_dir, video_id).take(1), prepared_dir, [video_id]))["image"]
     frame = tf.cast(frame, tf.float32)
     if int(frame.shape[0]) != crop_size:
         frame = tf.image.resize(frame, (crop_size, crop_size), method="bilinear")
@@ -117,18 +117,21 @@ def table1_markdown(rows):
     lines = ["| model | eval scales | mIoU (%) | FPS |", "|---|---|---|---|"]
     for row in rows:
         scales = ", ".join(str(float(s)) for s in row["scales"]) or "N/A"
-        lines.append(f"| {row['model']} | {scales} | {row['miou']:.2f} | {row['fps']:.1f} |")
+        lines.append(f"| {row['model']} | {scales} | {fmt(row['miou'])} | {fmt(row['fps'], '.1f')} |")
     return "\n".join(lines) + "\n"
 
 
 def evaluate(segmenter_dir, prepared_dir, video_ids, scale_sets=PAPER_SCALE_SETS, flip=False,
              max_frames=None, batch_size=4, fps_warmup=FPS_WARMUP, fps_runs=FPS_RUNS,
-             out_dir=None, verbose=1):
-    """Table 1 rows of the N in `segmenter_dir` on `video_ids` -> {"table1": [...]} (miou in %).
+             out_dir=None, verbose=1, log=print):
+    """Table 1 rows of the N in `segmenter_dir` on `video_ids` -> {"table1": [...]} (miou in %, None
+    when no labelled pixel was seen).
 
-    out_dir: also write `table1.json` and `table1.md` there.
+    out_dir: also write `table1.json` and `table1.md` there (checked before the work starts).
     """
     from deeplab_face import load_segmenter
+    if out_dir:
+        atomic.check_output_dir(out_dir, "--out_dir")
     video_ids = [str(v) for v in video_ids]
     size, videos = read_manifest(prepared_dir)
     missing = [v for v in video_ids if v not in videos]
@@ -155,15 +158,16 @@ def evaluate(segmenter_dir, prepared_dir, video_ids, scale_sets=PAPER_SCALE_SETS
         if size != crop_size:  # time the model's own output size, not the labels' resize
             predict = make_predictor(model, scales, flip, (crop_size, crop_size), logits_fn)
         fps = model_fps(predict, frame, fps_warmup, fps_runs)
+        if or_none(miou) is None:
+            log(f"warning: {MODEL_NAMES.get(args['backbone'], args['backbone'])} at scales {scales}: no "
+                "labelled pixel in the test frames; its mIoU is n/a")
+        miou = or_none(miou)
         rows.append(dict(model=MODEL_NAMES.get(args["backbone"], args["backbone"]),
                          scales=[] if single_scale else list(scales), miou=miou, fps=fps))
     results = {"table1": rows}
     if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, "table1.json"), "w") as f:
-            json.dump(results, f, indent=2)
-        with open(os.path.join(out_dir, "table1.md"), "w") as f:
-            f.write(table1_markdown(rows))
+        atomic.write_json(os.path.join(out_dir, "table1.json"), results, indent=2)
+        atomic.write_text(os.path.join(out_dir, "table1.md"), table1_markdown(rows))
     return results
 
 
@@ -190,18 +194,27 @@ def define_flags():
     flags.DEFINE_string("scale_sets", "1.0;1.25,1.75", "Eval-scale sets, ';' between sets, ',' "
                         "between the scales of a set (§4.2). VGG models: 1.0 only.")
     flags.DEFINE_boolean("flip", False, "Also average the left-right flipped input.")
-    flags.DEFINE_integer("max_frames", None, "At most this many frames per video.")
-    flags.DEFINE_integer("batch_size", 4, "Frames per call for the mIoU pass (FPS uses batch 1).")
-    flags.DEFINE_integer("fps_runs", FPS_RUNS, "Timed calls for the FPS median.")
-    flags.DEFINE_string("out_dir", None, "Write table1.json and table1.md here "
-                        "(default: <segmenter_dir>/eval).")
+    flags.DEFINE_integer("max_frames", None, "At most this many frames per video.", lower_bound=1)
+    flags.DEFINE_integer("batch_size", 4, "Frames per call for the mIoU pass (FPS uses batch 1).",
+                         lower_bound=1)
+    flags.DEFINE_integer("fps_runs", FPS_RUNS, "Timed calls for the FPS median.", lower_bound=1)
+    flags.DEFINE_string("out_dir", None, "Write table1.json and table1.md here (created if missing; "
+                        "default: <segmenter_dir>/eval).")
+    flags.register_validator("scale_sets", _valid_scale_sets, "--scale_sets must be positive scales, ',' "
+                             "between the scales of a set, ';' between sets, e.g. '1.0;1.25,1.75'")
+    flags.mark_flags_as_required(["segmenter_dir", "prepared_dir"])
+
+
+def _valid_scale_sets(text):
+    try:
+        parse_scale_sets(text)
+    except ConfigError:
+        return False
+    return True
 
 
 def main(argv):
     del argv
-    for name in ("segmenter_dir", "prepared_dir"):
-        if not FLAGS[name].value:
-            raise ConfigError(f"--{name} is required")
     video_ids = FLAGS.video_ids or sorted(read_manifest(FLAGS.prepared_dir)[1])
     results = evaluate(FLAGS.segmenter_dir, FLAGS.prepared_dir, video_ids,
                        scale_sets=parse_scale_sets(FLAGS.scale_sets), flip=FLAGS.flip,

@@ -1,8 +1,10 @@
-"""Confusion-matrix mIoU for deeplab_face's own train/evaluate commands.
+"""Confusion-matrix mIoU: the project's one definition (`eval.metrics` re-exports it and
+`rl_scheduler.rewards` imports it; deeplab_face is the lowest package, so everyone can).
 
-Same definition as `eval.metrics` (which deeplab_face must not import: imports flow one way):
-one confusion matrix over the whole dataset; IoU_c = TP / (TP + FP + FN); classes absent from both
-predictions and labels are left out of the mean.
+One confusion matrix over the whole dataset (or one frame); IoU_c = TP / (TP + FP + FN); classes
+absent from both predictions and labels are left out of the mean. An empty matrix (no labelled
+pixel) has no mIoU: NaN, never 0 or 1, so that no caller averages an empty set by accident
+(reports show it as n/a, JSON as null).
 """
 import numpy as np
 
@@ -29,6 +31,16 @@ def class_iou(confusion):
 
 
 def mean_iou(confusion):
-    """Mean IoU in [0, 1] over the classes present (0.0 for an empty matrix)."""
+    """Mean IoU in [0, 1] over the classes present; NaN for an empty matrix (nothing measured)."""
     iou = class_iou(confusion)
-    return float(np.nanmean(iou)) if np.any(~np.isnan(iou)) else 0.0
+    return float(np.nanmean(iou)) if np.any(~np.isnan(iou)) else float("nan")
+
+
+def or_none(value):
+    """A metric for JSON: None (`null`) for NaN / None, else a float."""
+    return None if value is None or np.isnan(value) else float(value)
+
+
+def fmt(value, spec=".2f"):
+    """A metric for a table: "n/a" for an empty set (None or NaN), else `format(value, spec)`."""
+    return "n/a" if value is None or np.isnan(value) else format(value, spec)

@@ -20,8 +20,6 @@ Protocol (reference/dvsnet.md "Cityscapes protocol", paper.md §9, §11):
   I/O and the frame conversion are not timed), as `eval.runtime` measures it.
 """
 import collections
-import json
-import os
 import platform
 import time
 
@@ -348,6 +346,9 @@ def run(data_dir, checkpoint, scheduler="dvsnet", threshold=None, rl_stage=None,
 
     if scheduler == "rl" and not rl_stage:
         raise ConfigError("--rl_stage: required with --scheduler=rl")
+    if out:   # before the work: a place that cannot be written fails now, not after the last snippet
+        from deeplab_face import atomic
+        atomic.check_output_file(out, "--out")
     snippets = list(cityscapes.iter_snippets(data_dir, split))
     if max_snippets:
         snippets = snippets[:int(max_snippets)]
@@ -377,9 +378,8 @@ def run(data_dir, checkpoint, scheduler="dvsnet", threshold=None, rl_stage=None,
                "cityscapes": {k: (v.tolist() if isinstance(v, np.ndarray) else v)
                               for k, v in numbers.items()}}
     if out:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out, "w") as f:
-            json.dump(results, f, indent=2, allow_nan=True)
+        from deeplab_face import atomic
+        atomic.write_json(out, results, indent=2)   # NaN (an empty set) as null
     return results
 
 
@@ -407,16 +407,17 @@ def define_flags():
     flags.DEFINE_enum("scheduler", "dvsnet", list(SCHEDULER_NAMES),
                       "Key scheduler, one instance per region.")
     flags.DEFINE_float("threshold", None, "The scheduler's knob: dvsnet target (percent), rl tau, "
-                       "flow_magnitude pixels, fixed/random interval. Default: the scheduler's.")
+                       "flow_magnitude pixels, fixed/random interval. Default: the scheduler's.", lower_bound=0.0)
     flags.DEFINE_string("rl_stage", None, "rl_scheduler.train stage folder (with --scheduler=rl).")
     flags.DEFINE_string("split", "val", "Cityscapes split whose annotated snippets are run.")
-    flags.DEFINE_integer("max_snippets", None, "Run only the first N snippets (sorted by name).")
+    flags.DEFINE_integer("max_snippets", None, "Run only the first N snippets (sorted by name).", lower_bound=1)
     flags.DEFINE_string("out", "results.json", "Where to write the results (JSON).")
     flags.DEFINE_integer("overlap", DVSNET_OVERLAP, "Pixels each quadrant grows toward the centre "
-                         "(a multiple of 8).")
+                         "(a multiple of 8).", lower_bound=0)
+    flags.register_validator("overlap", lambda v: v % 8 == 0, "--overlap must be a multiple of 8")
     flags.DEFINE_enum("merge_score", "logit", list(MERGE_SCORES), "Overlap-band rule: the larger "
                       "maximum upsampled logit (DVSNet's overlap4) or probability.")
-    flags.DEFINE_integer("seed", 0, "Seed (random scheduler: seed + region index).")
+    flags.DEFINE_integer("seed", 0, "Seed (random scheduler: seed + region index).", lower_bound=0)
     flags.mark_flags_as_required(["data_dir", "checkpoint"])
 
 

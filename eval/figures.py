@@ -13,7 +13,6 @@ sweeps' `sweeps/points.json` and `sweeps/fig8_samples.npz` (eval.sweeps.run_swee
 function also works on plain data for other callers.
 """
 import glob
-import json
 import os
 import re
 
@@ -23,6 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from deeplab_face import atomic  # noqa: E402
+from deeplab_face.segmentation_metrics import fmt  # noqa: E402
 from eval import metrics  # noqa: E402
 
 COLOURS = {"rl": "tab:red", "dvsnet": "tab:blue", "flow_magnitude": "tab:green", "fixed": "tab:orange",
@@ -34,9 +35,10 @@ DPI = 110
 
 
 def _save(fig, path):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic.check_output_dir(os.path.dirname(os.path.abspath(path)))
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    with atomic.replacing(path, suffix=os.path.splitext(path)[1]) as tmp:
+        fig.savefig(tmp, dpi=DPI)
     plt.close(fig)
     return path
 
@@ -178,18 +180,14 @@ def table1_markdown(rows):
     lines = ["| model | eval scales | mIoU (%) | FPS |", "|---|---|---|---|"]
     for row in rows:
         scales = ", ".join(f"{s:g}" for s in row.get("scales") or []) or "N/A"
-        miou = "n/a" if row.get("miou") is None else f"{row['miou']:.2f}"
-        fps = "n/a" if row.get("fps") is None else f"{row['fps']:.1f}"
+        miou, fps = fmt(row.get("miou")), fmt(row.get("fps"), ".1f")
         lines.append(f"| {row['model']} | {scales} | {miou} | {fps} |")
     return "\n".join(lines) + "\n"
 
 
 def _read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+    """The file's JSON, None when it is missing; a corrupt file is a DataError naming it."""
+    return atomic.read_json(path, None, advice="delete it and run the stage that writes it again")
 
 
 def read_histories(workdir):
@@ -244,8 +242,7 @@ def make_figures(figures_dir, workdir, log=print):
     else:
         missing.append("fig8: no sweeps/fig8_samples.npz")
     if results.get("table1"):
-        with open(os.path.join(figures_dir, "table1.md"), "w") as f:
-            f.write(table1_markdown(results["table1"]))
+        atomic.write_text(os.path.join(figures_dir, "table1.md"), table1_markdown(results["table1"]))
     for line in missing:
         log(f"figures: skipped {line}")
     log(f"figures: wrote {', '.join(written) or 'nothing'} to {figures_dir}")

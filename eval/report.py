@@ -12,6 +12,8 @@ target AKI (`curves["oracle"]`, eval.oracle: the best key placement knowing the 
 import os
 import pathlib
 
+from deeplab_face import atomic
+from deeplab_face.segmentation_metrics import fmt
 from eval import diagnostics
 from eval.curves import point_at_target
 from eval.figures import table1_markdown
@@ -135,7 +137,7 @@ def matched_aki_claim(curves, aki_min=25.0):
 
 
 def _fmt(value, digits=2):
-    return "n/a" if value is None else f"{value:.{digits}f}"
+    return fmt(value, f".{digits}f")
 
 
 def claim_markdown(claim):
@@ -233,7 +235,9 @@ def write_report(workdir, results):
     if results.get("gap_miou"):
         gaps = results["gap_miou"]
         parts.append("FlowNet2-s interpolation mIoU by key-current gap: "
-                     + ", ".join(f"gap {g}: {float(m):.2f}" for g, m in gaps.items()) + ".")
+                     + ", ".join(f"gap {g}: {fmt(m)}" for g, m in gaps.items()) + "."
+                     + (" n/a: no frame pair at that gap (videos too short); left out of the row's mean."
+                        if any(m is None for m in gaps.values()) else ""))
     parts += ["## Figures"] + [f"![{caption}](figures/{name})\n\n*{caption}*" for name, caption in _figures(workdir)]
     missing = results.get("figures", {}).get("missing", [])
     if missing:
@@ -247,6 +251,5 @@ def write_report(workdir, results):
                   + f"\n| total | {sum(seconds.values()):.1f} | {sum(cpu.values()):.1f} |"]
     parts.append("Numbers are measured by this run (results.json); nothing here is copied from the paper.")
     path = os.path.join(workdir, "report.md")
-    with open(path, "w") as f:
-        f.write("\n\n".join(parts) + "\n")
+    atomic.write_text(path, "\n\n".join(parts) + "\n")
     return path

@@ -3,11 +3,14 @@
 Interpolation mIoU: every frame k of each test video is a key; frame k + g is predicted by
 propagating k's features with F (warp x scale, then task_net), for each gap g in
 (1, 5, 10, 20, 30). One confusion matrix per gap over all videos (reconstructed protocol,
-paper.md §11); the row's mIoU is the mean over the gaps (DFF averages over key distances).
+paper.md §11); the row's mIoU is the mean over the gaps (DFF averages over key distances). A gap with
+no frame pair (videos or --max_frames shorter than gap + 1) has no mIoU: it is `null` in the JSON and
+left out of the row's mean, with a warning naming it (the row itself is `null` when no gap has a pair).
 FPS is the non-key path's (flow + warp + task, batch 1): median of timed runs after warm-up,
 network passes only (no I/O), on this machine.
 """
 import json
+import math
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -16,7 +19,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
-from deeplab_face import cli  # noqa: E402
+from deeplab_face import atomic, cli  # noqa: E402
 from deeplab_face.errors import ConfigError  # noqa: E402
 from deeplab_face.segmentation_metrics import confusion_matrix, mean_iou  # noqa: E402
 from flownet2s.dff import DeepFeatureFlow, time_call  # noqa: E402
@@ -84,9 +87,25 @@ def non_key_fps(dff, frame, warmup=FPS_WARMUP, runs=FPS_RUNS):
     return 1000.0 / milliseconds
 
 
+def gap_row_miou(confusions, log=print):
+    """({gap: mIoU % or None}, the row's mIoU: mean over the gaps that have pairs, or None).
+    An empty gap (no pixel counted) has no mIoU: None, and one warning names the empty gaps."""
+    gap_miou = {}
+    for gap, confusion in confusions.items():
+        value = 100.0 * mean_iou(confusion)   # NaN: no pixel counted
+        gap_miou[gap] = None if math.isnan(value) else value
+    empty = [g for g, v in gap_miou.items() if v is None]
+    if empty:
+        log(f"warning: FlowNet row: no frame pair {'at gap' if len(empty) == 1 else 'at gaps'} "
+            f"{', '.join(map(str, empty))} (videos or --max_frames too short); "
+            f"{'it is' if len(empty) == 1 else 'they are'} n/a and left out of the row's mean")
+    measured = [v for v in gap_miou.values() if v is not None]
+    return gap_miou, (float(np.mean(measured)) if measured else None)
+
+
 def evaluate(segmenter_dir, flownet_dir, prepared_dir, video_ids, gaps=PAPER_GAPS, max_frames=None,
-             batch_size=4, flow_resolution=None, border=None, fps_runs=FPS_RUNS, verbose=1):
-    """Table 1's propagation row: {"table1": [row], "gap_miou": {gap: miou %}, "key_miou"}."""
+             batch_size=4, flow_resolution=None, border=None, fps_runs=FPS_RUNS, verbose=1, log=print):
+    """Table 1's propagation row: {"table1": [row], "gap_miou": {gap: miou % or None}, "key_miou"}."""
     from deeplab_face import load_segmenter
     from deeplab_face.data.pipelines import load_video
     from flownet2s import load_flownet
@@ -113,12 +132,13 @@ def evaluate(segmenter_dir, flownet_dir, prepared_dir, video_ids, gaps=PAPER_GAP
         key_confusion = key_confusion + key_cm
         for g in gaps:
             confusions[g] = confusions[g] + per_gap[g]
-    gap_miou = {g: 100.0 * mean_iou(confusions[g]) for g in gaps}
+    gap_miou, row_miou = gap_row_miou(confusions, log=log)
     frame = _frames(videos[0][0][:1], dff.crop_size)
     fps = non_key_fps(dff, frame, runs=fps_runs)
-    row = {"model": model_name(width), "scales": [], "miou": float(np.mean(list(gap_miou.values()))),
-           "fps": float(fps)}
-    return {"table1": [row], "gap_miou": gap_miou, "key_miou": 100.0 * mean_iou(key_confusion)}
+    row = {"model": model_name(width), "scales": [], "miou": row_miou, "fps": float(fps)}
+    key_miou = 100.0 * mean_iou(key_confusion)
+    key_miou = None if math.isnan(key_miou) else key_miou
+    return {"table1": [row], "gap_miou": gap_miou, "key_miou": key_miou}
 
 
 FLAGS = flags.FLAGS
@@ -130,23 +150,29 @@ def define_flags():
     flags.DEFINE_string("prepared_dir", None, "Prepared TFRecords of the test videos.")
     flags.DEFINE_list("video_ids", [], "Test video ids (default: every video in the manifest).")
     flags.DEFINE_list("gaps", [str(g) for g in PAPER_GAPS], "Key-current distances in frames.")
-    flags.DEFINE_integer("max_frames", None, "At most this many frames per video.")
-    flags.DEFINE_integer("batch_size", 4, "Pairs per compiled call.")
+    flags.register_validator("gaps", _positive_ints, "--gaps must be positive integers, e.g. 1,5,10")
+    flags.DEFINE_integer("max_frames", None, "At most this many frames per video (at least 2: a pair).",
+                         lower_bound=2)
+    flags.DEFINE_integer("batch_size", 4, "Pairs per compiled call.", lower_bound=1)
     flags.DEFINE_enum("flow_resolution", None, ["full", "half"], "Override the stage's flow resolution.")
     flags.DEFINE_enum("border", None, ["zeros", "clamp"], "Override the stage's warp border.")
-    flags.DEFINE_integer("fps_runs", FPS_RUNS, "Timed runs for the FPS median.")
-    flags.DEFINE_string("output", None, "Also write the result JSON here.")
+    flags.DEFINE_integer("fps_runs", FPS_RUNS, "Timed runs for the FPS median.", lower_bound=1)
+    flags.DEFINE_string("output", None, "Also write the result JSON here (its folder is created).")
+    flags.mark_flags_as_required(["segmenter_dir", "flownet_dir", "prepared_dir"])
+
+
+def _positive_ints(values):
+    try:
+        return bool(values) and all(int(v) >= 1 for v in values)
+    except ValueError:
+        return False
 
 
 def main(argv):
     del argv
-    for name in ("segmenter_dir", "flownet_dir", "prepared_dir"):
-        if not FLAGS[name].value:
-            raise ConfigError(f"--{name} is required")
-    try:
-        gaps = [int(g) for g in FLAGS.gaps]
-    except ValueError:
-        raise ConfigError(f"--gaps={','.join(FLAGS.gaps)}: expected integers") from None
+    if FLAGS.output:   # before the work: a place that cannot be written fails now, not at the end
+        atomic.check_output_file(FLAGS.output, "--output")
+    gaps = [int(g) for g in FLAGS.gaps]
     video_ids = FLAGS.video_ids
     if not video_ids:
         from deeplab_face.data.tfrecords import read_manifest
@@ -155,11 +181,10 @@ def main(argv):
                        gaps=gaps, max_frames=FLAGS.max_frames, batch_size=FLAGS.batch_size,
                        flow_resolution=FLAGS.flow_resolution, border=FLAGS.border,
                        fps_runs=FLAGS.fps_runs)
-    text = json.dumps(results, indent=2)
+    text = json.dumps(atomic.jsonable(results), indent=2)
+    print(text, flush=True)   # first: a failing --output loses nothing
     if FLAGS.output:
-        with open(FLAGS.output, "w") as f:
-            f.write(text + "\n")
-    print(text)
+        atomic.write_text(FLAGS.output, text + "\n")
 
 
 if __name__ == "__main__":

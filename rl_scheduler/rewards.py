@@ -1,5 +1,6 @@
 """Rewards Eq. 1 and Eq. 2 (paper §3.2; bodies reconstructed in paper.md §5), and the
-small mask metrics they need (rl_scheduler does not import eval).
+small mask metrics they need (rl_scheduler does not import eval; the confusion matrix and mIoU are
+the project's one definition, `deeplab_face.segmentation_metrics`).
 
 Eq. 1 (ground truth):  r_i = U_i^{a1} - U_i^{a0} on a key, 0 on a non-key, U = mIoU.
 Eq. 2 (pseudo ground truth = the key-action mask y^{a1}):
@@ -7,25 +8,8 @@ Eq. 2 (pseudo ground truth = the key-action mask y^{a1}):
 """
 import numpy as np
 
+from deeplab_face.segmentation_metrics import confusion_matrix, mean_iou  # noqa: F401 (re-exported)
 from rl_scheduler import config
-
-
-def confusion_matrix(pred, label, num_classes, ignore_label=255):
-    """(C, C) int64, rows = label, columns = prediction; `ignore_label` pixels are skipped."""
-    pred = np.asarray(pred).reshape(-1).astype(np.int64)
-    label = np.asarray(label).reshape(-1).astype(np.int64)
-    valid = (label != ignore_label) & (label >= 0) & (label < num_classes)
-    index = label[valid] * num_classes + np.clip(pred[valid], 0, num_classes - 1)
-    return np.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-
-
-def mean_iou(confusion):
-    """mIoU of a confusion matrix; classes absent from both prediction and label are excluded."""
-    confusion = np.asarray(confusion, np.float64)
-    tp = np.diag(confusion)
-    union = confusion.sum(0) + confusion.sum(1) - tp
-    present = union > 0
-    return float((tp[present] / union[present]).mean()) if present.any() else 1.0
 
 
 def pixel_accuracy(pred, label):
@@ -39,9 +23,10 @@ def _scale(values, reward_units):
 
 
 def eq1(is_key, key_miou, nonkey_miou, reward_units=config.DEFAULT_OPTIONS["reward_units"]):
-    """Eq. 1, elementwise: U^{a1} - U^{a0} where `is_key`, else 0. mIoUs are fractions."""
+    """Eq. 1, elementwise: U^{a1} - U^{a0} where `is_key`, else 0. mIoUs are fractions; a frame
+    without a labelled pixel (mIoU NaN) earns nothing either way: reward 0."""
     is_key = np.asarray(is_key, bool)
-    gain = np.asarray(key_miou, np.float64) - np.asarray(nonkey_miou, np.float64)
+    gain = np.nan_to_num(np.asarray(key_miou, np.float64) - np.asarray(nonkey_miou, np.float64), nan=0.0)
     return _scale(np.where(is_key, gain, 0.0), reward_units)
 
 
