@@ -322,3 +322,26 @@ def test_a_truncated_video_is_processed_with_a_warning(tmp_path, tiny_checkpoint
     assert 0 < summary["frames"] < 40 and len(_read_log(tmp_path / "c.csv")) == summary["frames"]
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
         f"warning: {video}: only {summary['frames']} of the 40 frames its header reports could be decoded")
+
+
+@pytest.mark.parametrize("name,required", [("eval.segment_video", ["--video=v", "--checkpoints=c"]),
+                                           ("deeplab_face.annotate_video", ["--video=v", "--out_dir=o"])])
+def test_every_numeric_flag_is_bounded_by_absl(name, required):
+    from absl import flags
+
+    from tests.eval.test_flag_bounds import _has_bound, command_flags
+
+    with command_flags(name) as defined:
+        numeric = [f for f in defined if f.flag_type() in ("int", "float")]
+        assert numeric and [f.name for f in numeric if not _has_bound(f)] == []
+        flags.FLAGS(["prog"] + required)             # the defaults parse
+        flags.FLAGS.unparse_flags()
+        for bad in ("--max_frames=0", "--target_aki=0.5", "--target_fps=0", "--crop_key_change=-1",
+                    "--redetect_every=0") if name == "eval.segment_video" else ("--max_frames=0", "--detect_side=8"):
+            with pytest.raises(flags.Error, match=bad.split("=")[0][2:]):
+                flags.FLAGS(["prog"] + required + [bad])
+            flags.FLAGS.unparse_flags()
+        if name == "eval.segment_video":
+            with pytest.raises(flags.Error, match="target_aki"):    # one budget, not both
+                flags.FLAGS(["prog"] + required + ["--target_aki=5", "--target_fps=20"])
+            flags.FLAGS.unparse_flags()
