@@ -116,12 +116,43 @@ def training_dataset(prepared_dir, video_ids, batch_size, seed, crop_size, augme
     return ds
 
 
-def _import_init_checkpoint(model, init_checkpoint, reinit_logits):
+def init_import_mode(reinit_logits, last_layers_contain_logits_only=True):
+    """(load_tf1_checkpoint mode, restore_head) for TF DeepLab's initialisation flags.
+
+    train.py there restores everything but the "last layers" when initialize_last_layer=False;
+    model.get_extra_layer_scopes makes those the logits alone (last_layers_contain_logits_only)
+    or the logits and the whole head (image_pooling, aspp, concat_projection, decoder).
+    `reinit_logits` is `not initialize_last_layer`.
+    """
+    if not reinit_logits:
+        return "all", True
+    return "backbone", bool(last_layers_contain_logits_only)
+
+
+def _names(names, shown=4):
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+
+
+def _import_init_checkpoint(model, init_checkpoint, reinit_logits, last_layers_contain_logits_only):
     from deeplab_face.models import checkpoint
-    report = checkpoint.load_tf1_checkpoint(model, init_checkpoint, reinit_logits=reinit_logits)
-    # Say what arrived and what starts fresh (e.g. the logits of a 21-class checkpoint).
-    print(f"init checkpoint {report['checkpoint']}: {report['loaded']} variables loaded, "
-          f"head {report['head']}" + (f"; {report['note']}" if report.get("note") else ""))
+    mode, restore_head = init_import_mode(reinit_logits, last_layers_contain_logits_only)
+    report = checkpoint.load_tf1_checkpoint(model, init_checkpoint, mode=mode,
+                                            restore_head=restore_head)
+    # Say what arrived, what starts fresh (e.g. the logits of a 21-class checkpoint) and what
+    # the checkpoint could not confirm.
+    lines = [f"init checkpoint {report['checkpoint']} (import mode {mode}): {report['loaded']} "
+             f"variables loaded, head {report['head']}"
+             + (f"; {report['note']}" if report.get("note") else "")]
+    fresh = report["reinitialised"]
+    if fresh:
+        lines.append(f"  left at initialisation: {len(fresh)} ({_names(fresh)})")
+    if report.get("head_differences"):
+        lines.append(f"  head differs from the checkpoint's: {report['head_differences']}")
+    if report.get("unverified"):
+        assumed = ", ".join(f"{k}={v}" for k, v in report["unverified"].items())
+        lines.append(f"  not verifiable from the checkpoint (its names and shapes do not show it "
+                     f"and no graph is saved beside it): {assumed}")
+    print("\n".join(lines))
     return report
 
 
@@ -130,20 +161,23 @@ def train_eval(root_dir, prepared_dir, train_videos, val_videos=(), backbone="re
                weight_decay=4e-5, init_checkpoint=None, reinit_logits=True, seed=0,
                checkpoint_every=500, learning_power=LEARNING_POWER, momentum=MOMENTUM,
                eval_every=0, num_classes=NUM_CLASSES, split="decoder", fine_tune_batch_norm=None,
-               augment=True, val_max_frames=None, verbose=1, bn_momentum=None):
+               augment=True, val_max_frames=None, verbose=1, bn_momentum=None, head=None,
+               last_layers_contain_logits_only=True):
     """Trains N into `root_dir` (resuming from `root_dir/ckpt`); returns its final numbers.
 
     eval_every: validation mIoU every so many steps (0: only at the end; needs val_videos).
     fine_tune_batch_norm: None = batch_size >= 12 or no init_checkpoint (module docstring).
+    head: DeepLab-V3+ head options (build_segmenter; config.json records them resolved).
+    reinit_logits / last_layers_contain_logits_only: how init_checkpoint is imported
+    (init_import_mode; reinit_logits is TF DeepLab's `not initialize_last_layer`).
     """
     import deeplab_face
     if steps < 1 or batch_size < 1:
         raise ConfigError(f"--steps={steps} / --batch_size={batch_size}: must be positive")
     keras.utils.set_random_seed(seed)
     train_videos, val_videos = resolve_videos(prepared_dir, train_videos, val_videos)
-    build_args = dict(backbone=backbone, num_classes=num_classes, crop_size=crop_size,
-                      output_stride=output_stride, split=split)
-    model = deeplab_face.build_segmenter(**build_args)
+    model = deeplab_face.build_segmenter(backbone, num_classes, crop_size, output_stride, split,
+                                         **(head or {}))
     if fine_tune_batch_norm is None:
         fine_tune_batch_norm = batch_size >= BN_FINE_TUNE_MIN_BATCH or not init_checkpoint
     set_batch_norm_trainable(model, fine_tune_batch_norm)
@@ -160,8 +194,10 @@ def train_eval(root_dir, prepared_dir, train_videos, val_videos=(), backbone="re
     optimizer.build(variables)
 
     step, manager, restored = resumable_checkpoint(root_dir, model=model, optimizer=optimizer)
+    init_report = None
     if not restored and init_checkpoint:
-        _import_init_checkpoint(model, init_checkpoint, reinit_logits)
+        init_report = _import_init_checkpoint(model, init_checkpoint, reinit_logits,
+                                              last_layers_contain_logits_only)
     start_step = int(step.numpy())
     saved_step = start_step if restored else None
     if start_step < steps:
@@ -225,11 +261,16 @@ def train_eval(root_dir, prepared_dir, train_videos, val_videos=(), backbone="re
         val_miou = validate()
     writer.flush()
 
-    atomic.write_json(os.path.join(root_dir, "config.json"), build_args, indent=2)
+    atomic.write_json(os.path.join(root_dir, "config.json"), model.segmenter_args, indent=2)
     hparams = dict(train_videos=train_videos, val_videos=val_videos, batch_size=batch_size,
                    steps=steps, learning_rate=learning_rate, learning_power=learning_power,
                    momentum=momentum, weight_decay=weight_decay, init_checkpoint=init_checkpoint,
-                   reinit_logits=reinit_logits, seed=seed, fine_tune_batch_norm=fine_tune_batch_norm,
+                   reinit_logits=reinit_logits,
+                   last_layers_contain_logits_only=last_layers_contain_logits_only,
+                   init_import=init_report and {k: init_report[k] for k in (
+                       "mode", "loaded", "head", "reinitialised", "head_differences",
+                       "unverified")},
+                   seed=seed, fine_tune_batch_norm=fine_tune_batch_norm,
                    bn_momentum=bn_momentum,
                    augment=augment, prepared_dir=os.path.abspath(prepared_dir))
     atomic.write_json(os.path.join(root_dir, "hparams.json"), hparams, indent=2)
@@ -259,6 +300,18 @@ def define_flags():
     flags.DEFINE_integer("crop_size", 513, "Training crop S = 16k + 1 (prepared data is resized if "
                          "its size differs).", lower_bound=17)
     flags.DEFINE_string("split", "decoder", "feature_net/task_net split point: decoder or logits.")
+    # DeepLab-V3+ head, TF DeepLab common.py's names (README "Model-zoo checkpoints" lists the
+    # zoo's settings); the defaults build this project's N: ASPP + decoder.
+    flags.DEFINE_list("atrous_rates", None, "ASPP atrous rates (default 6,12,18 at output stride "
+                      "16, 12,24,36 at 8); empty (--atrous_rates=) = no atrous branches.")
+    flags.DEFINE_string("decoder_output_stride", None, "Decoder output stride: 4 (default) or "
+                        "none (no decoder, logits at the output stride).")
+    flags.DEFINE_list("multi_grid", None, "Unit rates of the trunk's last block (default 1,2,4 "
+                      "for resnet_v1_50_beta, 1,1,1 for xception_65; none for mobilenet_v2).")
+    flags.DEFINE_boolean("aspp_with_batch_norm", True, "ASPP module with batch norm (false: no "
+                         "ASPP module, one summed logits conv per atrous rate).")
+    flags.DEFINE_boolean("aspp_with_separable_conv", True, "Separable atrous ASPP branches.")
+    flags.DEFINE_boolean("decoder_use_separable_conv", True, "Separable decoder convolutions.")
     flags.DEFINE_integer("batch_size", 8, "Frames per step.", lower_bound=1)
     flags.DEFINE_integer("steps", 30000, "Training steps (the poly schedule reaches 0 here).", lower_bound=1)
     flags.DEFINE_float("learning_rate", 7e-3, "Base learning rate of the poly schedule.", lower_bound=0.0)
@@ -267,8 +320,16 @@ def define_flags():
     flags.DEFINE_float("weight_decay", 4e-5, "L2 weight decay on conv kernels (slim l2_regularizer).",
                        lower_bound=0.0)
     flags.DEFINE_string("init_checkpoint", None, "TF1 checkpoint (model zoo / slim ImageNet) to start from.")
-    flags.DEFINE_boolean("reinit_logits", True, "Re-initialise the logits when importing "
-                         "--init_checkpoint (e.g. 21-class PASCAL -> 5 face classes).")
+    # TF DeepLab's names; the defaults keep this command's fine-tuning default (TF's are
+    # true / false): every --init_checkpoint weight but the logits.
+    flags.DEFINE_boolean("initialize_last_layer", False, "Also restore the logits from "
+                         "--init_checkpoint (all-or-nothing import, same classes needed). "
+                         "False: the trunk and the matching head are restored, the logits "
+                         "start fresh (e.g. 21 PASCAL classes -> 5 face classes).")
+    flags.DEFINE_boolean("last_layers_contain_logits_only", True, "With "
+                         "--initialize_last_layer=false: the fresh last layers are the logits "
+                         "only; false: the whole head (image_pooling, aspp, concat_projection, "
+                         "decoder, logits) starts fresh and only the trunk is restored.")
     flags.DEFINE_enum("fine_tune_batch_norm", "auto", ["auto", "true", "false"],
                       "Train batch norm: auto = batch >= 12 or no --init_checkpoint.")
     flags.DEFINE_float("bn_momentum", None, "Batch-norm decay while training (default: "
@@ -284,6 +345,24 @@ def define_flags():
                          lower_bound=1)
     flags.mark_flags_as_required(["workdir", "prepared_dir"])
 
+def head_flags():
+    """build_segmenter head options from the command line (absent list flags: the defaults)."""
+    head = {k: FLAGS[k].value for k in ("aspp_with_batch_norm", "aspp_with_separable_conv",
+                                        "decoder_use_separable_conv")}
+    for key in ("atrous_rates", "multi_grid"):
+        if FLAGS[key].value is not None:
+            head[key] = FLAGS[key].value
+    stride = FLAGS.decoder_output_stride
+    if stride is not None:
+        if stride.strip().lower() in ("", "none"):
+            head["decoder_output_stride"] = None
+        elif stride.strip().isdigit():
+            head["decoder_output_stride"] = int(stride)
+        else:
+            raise ConfigError(f"--decoder_output_stride: {stride!r} is neither 4 nor none")
+    return head
+
+
 def main(argv):
     del argv
     results = train_eval(
@@ -291,7 +370,9 @@ def main(argv):
         backbone=FLAGS.backbone, crop_size=FLAGS.crop_size, output_stride=FLAGS.output_stride,
         batch_size=FLAGS.batch_size, steps=FLAGS.steps, learning_rate=FLAGS.learning_rate,
         weight_decay=FLAGS.weight_decay, init_checkpoint=FLAGS.init_checkpoint,
-        reinit_logits=FLAGS.reinit_logits, seed=FLAGS.seed, checkpoint_every=FLAGS.checkpoint_every,
+        reinit_logits=not FLAGS.initialize_last_layer,
+        last_layers_contain_logits_only=FLAGS.last_layers_contain_logits_only, head=head_flags(),
+        seed=FLAGS.seed, checkpoint_every=FLAGS.checkpoint_every,
         learning_power=FLAGS.learning_power, momentum=FLAGS.momentum, eval_every=FLAGS.eval_every,
         split=FLAGS.split, augment=FLAGS.augment, val_max_frames=FLAGS.val_max_frames,
         fine_tune_batch_norm={"auto": None, "true": True, "false": False}[FLAGS.fine_tune_batch_norm],

@@ -11,8 +11,11 @@ so the name map is mechanical, one rule per weight kind:
 skipped. Any other difference (missing, unexpected, mis-shaped names) raises
 CheckpointError with counts and the first few names, on one line. A checkpoint without
 head variables (an ImageNet backbone) loads the backbone only, ignoring the ImageNet
-classifier scopes, and reports the head as intentionally not loaded. `reinit_logits=True`
-leaves `logits/semantic` as initialised (e.g. 21 PASCAL classes -> 5 face classes).
+classifier scopes, and reports the head as intentionally not loaded. Import mode "backbone"
+(TF DeepLab's initialize_last_layer=False) restores the trunk and the matching head but never
+the logits (e.g. 21 PASCAL classes -> 5 face classes). A head configuration that differs from
+the model's (checkpoint_config.py: shown by names and shapes, or recorded by a saved graph) is
+an error naming both.
 
 Table 1's VGG16 rows take slim's ImageNet `vgg_16.ckpt` (vgg.CHECKPOINT_SCOPES): FCN-8s loads
 conv1..conv5 and fc6/fc7 (convolutionalised, same shapes), DeepLab-V2 conv1..conv5 only; fc8 and
@@ -28,9 +31,11 @@ import re
 
 import keras
 
-from deeplab_face.errors import CheckpointError
+from deeplab_face.errors import CheckpointError, ConfigError
 from deeplab_face.models.backbones import BACKBONES
-from deeplab_face.models.deeplab_v3plus import LOGITS_SCOPE
+from deeplab_face.models.checkpoint_config import (describe, detect_head, flags_for,
+                                                   recorded_head)
+from deeplab_face.models.deeplab_v3plus import HEAD_OPTIONS
 from deeplab_face.models.layers import SCOPE_SEP
 from deeplab_face.models.vgg import CHECKPOINT_SCOPES
 
@@ -40,6 +45,8 @@ _SKIP_NAMES = ("global_step", "beta1_power", "beta2_power")
 _SHOW = 4  # names listed per category in an error line
 _TF2_OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"  # present in tf.train.Checkpoint files only
 _SHARD_SUFFIX = re.compile(r"\.(index|data-\d{5}-of-\d{5})$")
+IMPORT_MODES = ("all", "backbone")
+LOGITS_SCOPE_NAME = "logits"  # model.py LOGITS_SCOPE_NAME: `logits/semantic[_i]`
 
 # (layer class, Keras weight name) -> TF-slim variable name under the layer's scope
 _WEIGHT_NAMES = {
@@ -202,13 +209,23 @@ def assign_exact(prefix, shapes, reader, variables, available, what):
     return dict(loaded=len(variables), skipped=len(shapes) - len(available), checkpoint=prefix)
 
 
-def load_tf1_checkpoint(model, path, reinit_logits=False):
+def load_tf1_checkpoint(model, path, mode="all", restore_head=True):
     """Load a TF1 DeepLab / TF-slim checkpoint into a segmenter built by build_segmenter.
 
-    All or nothing: every weight the model expects from the checkpoint must be there with its
-    shape, or CheckpointError lists what is missing / unexpected / mis-shaped and nothing is
-    assigned. An ImageNet (backbone-only) checkpoint loads the backbone scope; its classifier
-    scopes are skipped by design. For slim's `vgg_16.ckpt` (vgg.CHECKPOINT_SCOPES):
+    Modes (IMPORT_MODES; TF DeepLab train.py's initialize_last_layer / last_layers):
+    - "all" (evaluation's default): all or nothing. Every weight the model expects must be there
+      with its shape, or CheckpointError lists what is missing / unexpected / mis-shaped and
+      nothing is assigned; a head configuration that names and shapes show to differ
+      (checkpoint_config.detect_head) is one error naming both configurations.
+    - "backbone": the trunk all or nothing, the head (restore_head=True, TF's
+      last_layers_contain_logits_only) wherever a name and its shape match, the logits
+      (`logits/...`) never, whatever the class count. What stays at initialisation is listed.
+    In both modes a `multi_grid` (and, in "all", atrous rates) recorded by a graph beside the
+    checkpoint (checkpoint_config.recorded_head) must equal the model's, or it is an error
+    naming both; options that the checkpoint neither shows nor records are listed as unverified.
+
+    An ImageNet (backbone-only) checkpoint loads the backbone scope in either mode; its
+    classifier scopes are skipped by design. For slim's `vgg_16.ckpt` (vgg.CHECKPOINT_SCOPES):
     `fcn8s_vgg16` loads conv1_1..conv5_3 and fc6/fc7 as convolutions, so a conv-only VGG16
     checkpoint is an error naming the missing fc6/fc7 (FCN-8s would otherwise silently start
     118M of its 134M parameters from scratch); `deeplab_v2_vgg16` loads conv1_1..conv5_3 only
@@ -219,54 +236,136 @@ def load_tf1_checkpoint(model, path, reinit_logits=False):
       model: the composed segmenter (or any model whose layers carry TF scope names).
       path: checkpoint prefix (e.g. `.../model.ckpt`), one of its files, a V1 checkpoint file
         (slim `vgg_16.ckpt`), or a directory holding one.
-      reinit_logits: keep `logits/semantic` as initialised (fine-tune a 21-class checkpoint
-        for 5 face classes); the checkpoint's own logits are then ignored.
+      mode: "all" or "backbone".
+      restore_head: in "backbone" mode, False restores the trunk only (TF DeepLab's
+        initialize_last_layer=False with last_layers_contain_logits_only=False).
     Returns:
-      dict: `loaded` (count), `head` ("loaded" or "not loaded: backbone-only checkpoint"),
-      `reinitialised` (model names left as initialised), `skipped` (checkpoint names not
-      loaded by design), `note` (what a VGG16 import leaves out, else None), `checkpoint`
-      (the prefix read).
+      dict: `loaded` (count), `mode`, `head` (what happened to the head), `reinitialised`
+      (model names left as initialised), `skipped` (checkpoint names not loaded), `note` (what a
+      VGG16 import leaves out, else None), `head_differences` (in "backbone" mode, the two head
+      configurations when they differ, else None), `recorded` (what a saved graph records),
+      `unverified` ({option: the model's value} that nothing in the checkpoint confirms),
+      `checkpoint` (the prefix read).
     Raises:
-      CheckpointError: one line naming the checkpoint: unreadable, or missing / unexpected /
-        mis-shaped names (counts and the first names of each).
+      CheckpointError: one line naming the checkpoint: unreadable, missing / unexpected /
+        mis-shaped names (counts and the first names of each), or another configuration.
+      ConfigError: an unknown mode, or "backbone" for a model without a known trunk scope.
     """
+    if mode not in IMPORT_MODES:
+        raise ConfigError(f"import mode {mode!r} not in {list(IMPORT_MODES)}")
     prefix, shapes, reader = read_tf1_checkpoint(path)
     try:
         variables = tf1_variable_map(model)
     except CheckpointError as e:
         raise CheckpointError(f"{prefix}: {e}") from None
-    backbone = getattr(model, "segmenter_args", {}).get("backbone")
+    args = getattr(model, "segmenter_args", {})
+    backbone = args.get("backbone")
+    what = f"the {backbone or model.name} model"
     scopes = _backbone_scopes(backbone)
-    ignored = set()
-    reinitialised = []
-    note = None
-    if reinit_logits:
-        reinitialised = sorted(n for n in variables if _in_scope(n, (LOGITS_SCOPE,)))
-        ignored.update(n for n in shapes if _in_scope(n, (LOGITS_SCOPE,)))
-    head_state = "loaded"
-    if scopes is not None:
-        scope, skipped_scopes, note = scopes
-        backbone_names = {n for n in variables if _in_scope(n, (scope,))}
-        checkpoint_head = [n for n in shapes if not _in_scope(n, (scope,))]
-        if not checkpoint_head:
-            # An ImageNet backbone: the head stays as initialised by design.
-            head_state = "not loaded: backbone-only checkpoint"
-            reinitialised = sorted(set(variables) - backbone_names)
-            ignored.update(n for n in shapes if _in_scope(n, skipped_scopes))
-    expected = {n: v for n, v in variables.items() if n not in reinitialised}
-    available = {n: s for n, s in shapes.items() if n not in ignored}
-    problems, missing, misshaped = _mismatches(expected, available)
-    if problems:
-        hint = ""
-        if any(_in_scope(m.split(" ")[0], (LOGITS_SCOPE,)) for m in misshaped):
-            hint = "; pass reinit_logits=True (--reinit_logits) for another number of classes"
-        elif missing and backbone in CHECKPOINT_SCOPES:
-            hint = "; " + CHECKPOINT_SCOPES[backbone]["missing_hint"]
-        raise CheckpointError(f"{prefix}: does not match the {backbone or model.name} model: "
-                              + "; ".join(problems) + hint)
+    if mode == "backbone" and scopes is None:
+        raise ConfigError(f"import mode 'backbone': no trunk scope known for {what}")
+    scope, skipped_scopes, note = scopes or (None, (), None)
+    trunk = {n for n in variables if scope and _in_scope(n, (scope,))}
+    backbone_only = scope is not None and all(_in_scope(n, (scope,)) for n in shapes)
+    whole = mode == "all" and not backbone_only  # the checkpoint's head defines the model's
+    head_restored = not backbone_only and (mode == "all" or restore_head)
+    available = {n: s for n, s in shapes.items()
+                 if whole or not _in_scope(n, skipped_scopes)}
+    report = dict(mode=mode, head="loaded", note=None, head_differences=None, recorded={},
+                  unverified={}, checkpoint=prefix)
+    head = {k: args[k] for k in HEAD_OPTIONS} if backbone in BACKBONES else None
+    if head is not None:
+        report["recorded"] = recorded_head(prefix, backbone, args["output_stride"], head)
+        report["unverified"] = {k: head[k] for k in ("multi_grid", "atrous_rates")
+                                if head[k] and k not in report["recorded"]
+                                and (k == "multi_grid" or head_restored)}
+        _check_recorded(prefix, report["recorded"], head, ("multi_grid", "atrous_rates")
+                        if whole else ("multi_grid",))
+    if whole:
+        expected = variables
+        if head is not None:
+            _check_detected(prefix, variables, available, head)
+        problems, _, misshaped = _mismatches(expected, available)
+        if problems:
+            hint = ""
+            if any(_in_scope(m.split(" ")[0], (LOGITS_SCOPE_NAME,)) for m in misshaped):
+                hint = ("; another number of classes: import with mode='backbone' "
+                        "(deeplab_face.train --initialize_last_layer=false)")
+            raise CheckpointError(f"{prefix}: does not match {what}: " + "; ".join(problems)
+                                  + hint)
+    else:
+        expected = {n: variables[n] for n in trunk}
+        problems, missing, _ = _mismatches(expected, {n: s for n, s in available.items()
+                                                      if _in_scope(n, (scope,))})
+        if problems:
+            hint = ("; " + CHECKPOINT_SCOPES[backbone]["missing_hint"]
+                    if missing and backbone in CHECKPOINT_SCOPES else "")
+            raise CheckpointError(f"{prefix}: does not match {what}"
+                                  + ("" if backbone_only else f" in its {scope} trunk") + ": "
+                                  + "; ".join(problems) + hint)
+        if backbone_only:
+            report.update(head="not loaded: backbone-only checkpoint", note=note)
+        else:
+            _match_head(report, variables, expected, available, scope, restore_head, head)
+    report["reinitialised"] = sorted(set(variables) - set(expected))
+    report["skipped"] = sorted(set(shapes) - set(expected))
     values = _read_values(prefix, reader, sorted(expected))
     for name, variable in expected.items():
         variable.assign(values[name])
-    return dict(loaded=len(expected), head=head_state, reinitialised=reinitialised,
-                skipped=sorted(n for n in shapes if n in ignored),
-                note=note if head_state != "loaded" else None, checkpoint=prefix)
+    report["loaded"] = len(expected)
+    return report
+
+
+def _match_head(report, variables, expected, available, scope, restore_head, head):
+    """Backbone mode: add the head layers whose weights all match by name and shape (never the
+    logits; a layer is restored whole or not at all)."""
+    head_names = [n for n in variables if not _in_scope(n, (scope, LOGITS_SCOPE_NAME))]
+    if not restore_head:
+        report["head"] = "not restored (trunk only)"
+        return
+    units = {}  # slim layer scope -> its weights (kernel, biases, BatchNorm): restored whole
+    for name in head_names:
+        units.setdefault(re.sub(r"(/BatchNorm)?/[^/]+$", "", name), []).append(name)
+    for names in units.values():
+        if all(n in available and tuple(available[n]) == tuple(variables[n].shape)
+               for n in names):
+            expected.update({n: variables[n] for n in names})
+    restored = sum(n in expected for n in head_names)
+    report["head"] = f"{restored} of {len(head_names)} head weights restored, logits not"
+    if head is None:
+        return
+    model_shapes = {n: tuple(v.shape) for n, v in variables.items()}
+    ours, theirs = detect_head(model_shapes), detect_head(available)
+    rates = report["recorded"].get("atrous_rates", head["atrous_rates"])
+    if ours != theirs or rates != head["atrous_rates"]:
+        theirs = dict(theirs, atrous_rates=rates) if rates != head["atrous_rates"] else theirs
+        report["head_differences"] = (f"checkpoint: {describe(theirs, available)}; "
+                                      f"model: {describe(_model_head(head), model_shapes)}")
+
+
+def _model_head(head):
+    return {k: v for k, v in head.items() if k != "multi_grid"}
+
+
+def _check_detected(prefix, variables, available, head):
+    """Mode "all": the head options that names and shapes show must be the model's."""
+    model_shapes = {n: tuple(v.shape) for n, v in variables.items()}
+    ours, theirs = detect_head(model_shapes), detect_head(available)
+    if ours == theirs:
+        return
+    differing = {k: theirs[k] for k in theirs if theirs[k] != ours[k]}
+    problems, _, _ = _mismatches(variables, available)
+    raise CheckpointError(
+        f"{prefix}: head configuration differs: checkpoint has {describe(theirs, available)}; "
+        f"the model has {describe(_model_head(head), model_shapes)}; build the model with "
+        f"{flags_for(differing)} ({'; '.join(problems)})")
+
+
+def _check_recorded(prefix, recorded, head, keys):
+    """The options in `keys` that a graph beside the checkpoint records must be the model's."""
+    for key in keys:
+        if key in recorded and recorded[key] != head[key]:
+            raise CheckpointError(
+                f"{prefix}: {key} differs: {recorded['path']} records {key}={recorded[key]} "
+                f"(graph at output stride {recorded['output_stride']}), the model has "
+                f"{key}={head[key]}; build the model with {flags_for({key: recorded[key]})}")

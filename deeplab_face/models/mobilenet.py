@@ -39,8 +39,9 @@ def _expanded_conv(x, expansion, filters, stride, rate, scope, bn):
     return x, depthwise_output
 
 
-def mobilenet_v2(images, output_stride, bn):
-    """MobileNet-V2 trunk on images already scaled to [-1, 1].
+def mobilenet_v2(images, output_stride, bn, multi_grid=None):
+    """MobileNet-V2 trunk on images already scaled to [-1, 1] (no multi-grid block: TF DeepLab's
+    feature_extractor.py does not pass multi_grid to MobileNet; deeplab_v3plus.py refuses one).
 
     Returns (features at `output_stride`, {endpoint name: tensor}); endpoint names
     follow DeepLab's (`layer_4/depthwise_output` is the decoder's low-level input).

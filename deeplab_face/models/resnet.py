@@ -3,15 +3,15 @@
 Root: three 3x3 convs (conv1_1 stride 2, conv1_2, conv1_3 128) instead of one 7x7,
 then a 3x3 stride-2 SAME max pool. Bottleneck units: conv1 1x1, conv2 3x3
 (conv2d_same: explicit padding when strided), conv3 1x1 linear, shortcut, ReLU after
-the sum. The stride of blocks 1-3 sits on their last unit; block4 uses multi_grid
-unit rates [1, 2, 4]. BN decay 0.95 / eps 1e-5 (feature_extractor.py).
+the sum. The stride of blocks 1-3 sits on their last unit; block4's three units take the
+multi_grid unit rates (backbones.py holds the default, [1, 2, 4]; resnet_v1_beta.py requires
+three of them). BN decay 0.95 / eps 1e-5 (feature_extractor.py).
 """
 from keras import layers
 
 from deeplab_face.models.layers import conv_bn, tf_name
 
 SCOPE = "resnet_v1_50"
-MULTI_GRID = (1, 2, 4)  # needed for the resnet_v1_50_beta checkpoints (reference/deeplab.md)
 
 
 def _blocks(multi_grid):
@@ -41,7 +41,7 @@ def _bottleneck(x, depth, depth_bottleneck, stride, rate, scope, bn):
     return layers.Activation("relu", name=tf_name(scope + "/relu"))(out), conv3
 
 
-def resnet_v1_50_beta(images, output_stride, bn, multi_grid=MULTI_GRID):
+def resnet_v1_50_beta(images, output_stride, bn, multi_grid):
     """ResNet-50 beta trunk on images scaled to [-1, 1].
 
     Returns (features at `output_stride`, {endpoint: tensor}) with endpoint names as

@@ -5,7 +5,9 @@ probabilities (B, S, S, C). It carries, as plain (untracked) attributes:
 - `feature_net`, `task_net`: Keras models with task_net(feature_net(x)) == model(x);
 - `logits_model`: frames -> upsampled logits at crop size (the task_net's softmax input),
   sharing the same weights, for training with a from-logits cross-entropy;
-- `segmenter_args`: the build arguments (what `config.json` holds).
+- `segmenter_args`: the build arguments (what `config.json` holds); for the DeepLab-V3+
+  backbones they include the resolved head options (deeplab_v3plus.HEAD_DEFAULTS), so a stage
+  or checkpoint reloads into the same function. A config without them is today's head.
 """
 import functools
 import importlib
@@ -15,7 +17,9 @@ import keras
 
 from deeplab_face.stage import load_stage_weights, read_stage_config
 from deeplab_face.errors import CheckpointError, ConfigError
-from deeplab_face.models.deeplab_v3plus import SPLITS, build_deeplab_v3plus, crop_hw
+from deeplab_face.models.backbones import BACKBONES
+from deeplab_face.models.deeplab_v3plus import (HEAD_DEFAULTS, HEAD_OPTIONS, SPLITS,
+                                                build_deeplab_v3plus, crop_hw, resolve_head)
 
 
 def _lazy(module, function):
@@ -26,7 +30,8 @@ def _lazy(module, function):
     return builder
 
 
-# name -> builder(num_classes, crop_size, output_stride, split) -> (feature_net, task_net)
+# name -> builder(num_classes, crop_size, output_stride, split, **head) -> (feature_net, task_net);
+# only the DeepLab-V3+ backbones (backbones.BACKBONES) take head options.
 _ARCHITECTURES = {
     "xception_65": functools.partial(build_deeplab_v3plus, "xception_65"),
     "resnet_v1_50_beta": functools.partial(build_deeplab_v3plus, "resnet_v1_50_beta"),
@@ -53,15 +58,30 @@ def _logits_net(task_net):
     return keras.Model(task_net.inputs, last.input, name="task_logits_net")
 
 
-def build_segmenter(backbone, num_classes, crop_size, output_stride=16, split="decoder"):
-    """Build N for `backbone` (see BACKBONE_NAMES); `split` is "decoder" or "logits" (§3.1)."""
+def build_segmenter(backbone, num_classes, crop_size, output_stride=16, split="decoder", **head):
+    """Build N for `backbone` (see BACKBONE_NAMES); `split` is "decoder" or "logits" (§3.1).
+
+    `head`: TF DeepLab common.py head options for the DeepLab-V3+ backbones (atrous_rates,
+    decoder_output_stride, multi_grid, aspp_with_batch_norm, aspp_with_separable_conv,
+    decoder_use_separable_conv; deeplab_v3plus.py). The other models have a fixed head and
+    accept only the defaults.
+    """
     if backbone not in _ARCHITECTURES:
         raise ConfigError(f"--backbone: unknown backbone {backbone!r}; "
                           f"choose from {list(BACKBONE_NAMES)}")
     if split not in SPLITS:
         raise ConfigError(f"--split: {split!r} not in {list(SPLITS)}")
     height, width = crop_hw(crop_size)
-    feature_net, task_net = _ARCHITECTURES[backbone](num_classes, crop_size, output_stride, split)
+    if backbone in BACKBONES:
+        head = resolve_head(backbone, output_stride, **head)
+    else:
+        changed = sorted(k for k, v in head.items() if HEAD_DEFAULTS.get(k, object()) != v)
+        if changed:
+            raise ConfigError(f"--{changed[0]}: {backbone} has a fixed head; head options "
+                              f"apply to {sorted(BACKBONES)} only")
+        head = {}
+    feature_net, task_net = _ARCHITECTURES[backbone](num_classes, crop_size, output_stride, split,
+                                                     **head)
     frames = keras.Input(shape=(height, width, 3), name="frames")
     features = feature_net(frames)
     model = keras.Model(frames, task_net(features), name=f"segmenter_{backbone}")
@@ -72,7 +92,7 @@ def build_segmenter(backbone, num_classes, crop_size, output_stride=16, split="d
     _untracked(model, "segmenter_args", dict(
         backbone=backbone, num_classes=int(num_classes),
         crop_size=crop_size if isinstance(crop_size, int) else [height, width],
-        output_stride=int(output_stride), split=split))
+        output_stride=int(output_stride), split=split, **head))
     return model
 
 
@@ -80,7 +100,7 @@ def load_segmenter(stage_dir):
     """Model built from `<stage_dir>/config.json` with `<stage_dir>/final.weights.h5`.
 
     config.json holds build_segmenter's arguments (extra keys, e.g. training
-    hyper-parameters, are ignored).
+    hyper-parameters, are ignored; absent head options are today's defaults).
     """
     config = read_stage_config(stage_dir, "segmentation stage")
     config_path = os.path.join(stage_dir, "config.json")
@@ -89,7 +109,7 @@ def load_segmenter(stage_dir):
                     crop_size=config["crop_size"])
     except KeyError as e:
         raise CheckpointError(f"{config_path}: missing key {e}") from None
-    for key in ("output_stride", "split"):
+    for key in ("output_stride", "split") + HEAD_OPTIONS:
         if key in config:
             args[key] = config[key]
     return load_stage_weights(build_segmenter(**args), stage_dir)

@@ -5,6 +5,8 @@ xception module has three separable convs (`separable_convN_depthwise` +
 `_pointwise`, BN after each half); the ReLU comes *before* each separable conv,
 except in exit_flow/block2 where it follows each BN. Strided separable convs pad
 with fixed_padding (grows with the rate) and run VALID. BN decay 0.9997 / eps 1e-3.
+The last block (exit_flow/block2) takes the multi_grid unit rates: each of its three separable
+convs runs at rate * multi_grid[i] (xception.py: unit_rate_list=multi_grid).
 """
 from keras import layers
 
@@ -46,7 +48,7 @@ def _xception_module(x, depth_list, skip, activation_inside, stride, rate, scope
     return residual
 
 
-def xception_65(images, output_stride, bn):
+def xception_65(images, output_stride, bn, multi_grid):
     """Xception-65 trunk on images scaled to [-1, 1].
 
     Returns (features at `output_stride`, {endpoint: tensor}); the decoder's input is
@@ -58,16 +60,17 @@ def xception_65(images, output_stride, bn):
     target_stride = output_stride // 2  # the root already took stride 2
     current_stride, rate = 1, 1
     for block, depths, skip, activation_inside, units, stride in _BLOCKS:
+        unit_rates = tuple(multi_grid) if block == _BLOCKS[-1][0] else (1, 1, 1)
         for index in range(units):
             name = f"{block}/unit_{index + 1}/xception_module"
             module_endpoints = {}
             if current_stride == target_stride:
                 x = _xception_module(x, depths, skip, activation_inside, 1, rate,
-                                     f"{SCOPE}/{name}", bn, module_endpoints)
+                                     f"{SCOPE}/{name}", bn, module_endpoints, unit_rates)
                 rate *= stride
             else:
                 x = _xception_module(x, depths, skip, activation_inside, stride, 1,
-                                     f"{SCOPE}/{name}", bn, module_endpoints)
+                                     f"{SCOPE}/{name}", bn, module_endpoints, unit_rates)
                 current_stride *= stride
             for key, tensor in module_endpoints.items():
                 endpoints[key] = tensor

@@ -76,11 +76,45 @@ def write_tf1_checkpoint(prefix, arrays, optimizer_slots=(), v1=False):
             return saver.save(session, str(prefix), write_meta_graph=False, write_state=not v1)
 
 
-def _random_arrays(mapping, seed=0):
+def write_recorded_graph(path, layers, frozen=False):
+    """A graph as a TF1 Saver writes it beside a checkpoint (`<prefix>.meta`) or as the zoo's
+    `frozen_inference_graph.pb` (frozen=True), with one convolution per layer scope.
+
+    layers: {scope: (dilation, stride, depthwise)}. Dilated layers are written as slim writes
+    them (tf.nn.convolution / depthwise_conv2d with a rate: SpaceToBatchND around the conv),
+    except depthwise=None, a Conv2D with a `dilations` attribute; op names carry a training
+    graph's `clone_0/` name scope in the .meta.
+    """
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, (1, 17, 17, 2), name="ImageTensor")
+        kernel = tf.constant(np.ones((3, 3, 2, 2), np.float32))
+        depthwise_kernel = tf.constant(np.ones((3, 3, 2, 1), np.float32))
+        for scope, (dilation, stride, depthwise) in layers.items():
+            with tf.compat.v1.name_scope(("" if frozen else "clone_0/") + scope + "/"):
+                if depthwise:
+                    tf.compat.v1.nn.depthwise_conv2d(x, depthwise_kernel, [1, stride, stride, 1],
+                                                     "SAME", rate=[dilation, dilation])
+                elif depthwise is None:
+                    tf.compat.v1.nn.conv2d(x, kernel, [1, stride, stride, 1], "SAME",
+                                           dilations=[1, dilation, dilation, 1])
+                else:
+                    tf.compat.v1.nn.convolution(x, kernel, "SAME", strides=[stride, stride],
+                                                dilation_rate=[dilation, dilation])
+    if frozen:
+        tf.io.write_graph(graph.as_graph_def(), str(path.parent), path.name, as_text=False)
+    else:
+        tf.compat.v1.train.export_meta_graph(filename=str(path), graph_def=graph.as_graph_def(),
+                                             graph=graph)
+    return str(path)
+
+
+def random_arrays(mapping, seed=0):
+    """{name: random array} for {name: Keras variable or shape} (BN scales and variances > 0)."""
     rng = np.random.default_rng(seed)
     arrays = {}
     for name, variable in mapping.items():
-        shape = tuple(variable.shape)
+        shape = tuple(getattr(variable, "shape", variable))
         if name.endswith("moving_variance") or name.endswith("gamma"):
             arrays[name] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
         else:
@@ -99,7 +133,7 @@ def _frames():
 
 def test_values_arrive_and_outputs_change(tmp_path, model_65):
     mapping = tf1_variable_map(model_65)
-    arrays = _random_arrays(mapping)
+    arrays = random_arrays(mapping)
     prefix = write_tf1_checkpoint(tmp_path / "model.ckpt", arrays,
                                   optimizer_slots=["concat_projection/weights"])
     before = np.asarray(model_65(_frames()))
@@ -112,7 +146,7 @@ def test_values_arrive_and_outputs_change(tmp_path, model_65):
 
 
 def test_mismatch_lists_missing_unexpected_and_misshaped(tmp_path, model_65):
-    arrays = _random_arrays(tf1_variable_map(model_65))
+    arrays = random_arrays(tf1_variable_map(model_65))
     del arrays["aspp2_pointwise/weights"], arrays["MobilenetV2/expanded_conv_3/expand/BatchNorm/beta"]
     arrays["aspp4_depthwise/depthwise_weights"] = np.zeros((3, 3, 320, 1), np.float32)
     arrays["concat_projection/weights"] = np.zeros((1, 1, 512, 256), np.float32)
@@ -129,15 +163,17 @@ def test_mismatch_lists_missing_unexpected_and_misshaped(tmp_path, model_65):
         np.testing.assert_array_equal(np.asarray(w), old)
 
 
-def test_21_class_checkpoint_needs_reinit_logits(tmp_path, model_65):
-    arrays = _random_arrays(tf1_variable_map(build_segmenter("mobilenet_v2", 21, 65)))
+def test_21_class_checkpoint_needs_backbone_mode(tmp_path, model_65):
+    arrays = random_arrays(tf1_variable_map(build_segmenter("mobilenet_v2", 21, 65)))
     prefix = write_tf1_checkpoint(tmp_path / "pascal.ckpt", arrays)
-    with pytest.raises(CheckpointError, match=r"2 mis-shaped \(logits/semantic/biases .*reinit_logits"):
+    with pytest.raises(CheckpointError, match=r"2 mis-shaped \(logits/semantic/biases .*"
+                                              r"mode='backbone' .*--initialize_last_layer=false"):
         load_tf1_checkpoint(model_65, prefix)
     logits = model_65.task_net.get_layer("logits__semantic")
     kept = [w.copy() for w in logits.get_weights()]
-    report = load_tf1_checkpoint(model_65, prefix, reinit_logits=True)
+    report = load_tf1_checkpoint(model_65, prefix, mode="backbone")
     assert report["reinitialised"] == ["logits/semantic/biases", "logits/semantic/weights"]
+    assert report["skipped"] == ["logits/semantic/biases", "logits/semantic/weights"]
     for old, new in zip(kept, logits.get_weights()):
         np.testing.assert_array_equal(old, new)
     decoder = model_65.feature_net.get_layer("decoder__decoder_conv1_pointwise")
@@ -146,7 +182,7 @@ def test_21_class_checkpoint_needs_reinit_logits(tmp_path, model_65):
 
 def test_imagenet_backbone_only_checkpoint(tmp_path, model_65):
     mapping = tf1_variable_map(model_65)
-    arrays = {n: a for n, a in _random_arrays(mapping, seed=5).items() if n.startswith("MobilenetV2/")}
+    arrays = {n: a for n, a in random_arrays(mapping, seed=5).items() if n.startswith("MobilenetV2/")}
     # the slim ImageNet classifier, which DeepLab does not build
     arrays["MobilenetV2/Conv_1/weights"] = np.zeros((1, 1, 320, 1280), np.float32)
     arrays["MobilenetV2/Logits/Conv2d_1c_1x1/weights"] = np.zeros((1, 1, 1280, 1001), np.float32)
@@ -204,7 +240,7 @@ def test_directory_with_two_checkpoints_and_tf2_checkpoints_are_refused(tmp_path
 
 def test_a_file_of_the_checkpoint_names_its_prefix(tmp_path, model_65):
     mapping = tf1_variable_map(model_65)
-    prefix = write_tf1_checkpoint(tmp_path / "model.ckpt", _random_arrays(mapping, seed=7))
+    prefix = write_tf1_checkpoint(tmp_path / "model.ckpt", random_arrays(mapping, seed=7))
     for path in (prefix + ".index", prefix + ".data-00000-of-00001"):
         assert load_tf1_checkpoint(model_65, path)["checkpoint"] == prefix
 

@@ -164,3 +164,60 @@ def test_unknown_backbone_and_stride_raise_config_error():
         build_segmenter("resnet_v1_101", 5, 65)
     with pytest.raises(ConfigError, match="output_stride"):
         build_segmenter("mobilenet_v2", 5, 65, output_stride=32)
+
+
+def test_zoo_mobilenet_head_without_aspp_branches_or_decoder():
+    """model_zoo.md's MobileNet-V2 PASCAL head: image pooling + aspp0 -> concat_projection
+    (512 -> 256) -> logits at the output stride; ADE20K's adds the OS4 decoder."""
+    pascal = build_segmenter("mobilenet_v2", 21, 65, atrous_rates=[], decoder_output_stride=None)
+    head = 2 * _conv_bn(1, 320, 256) + _conv_bn(1, 512, 256) + 256 * 21 + 21
+    assert pascal.count_params() == 1_843_264 + head
+    assert tuple(pascal.feature_net.output.shape[1:]) == (5, 5, 256)
+    assert tuple(pascal.output.shape[1:]) == (65, 65, 21)
+    ade20k = build_segmenter("mobilenet_v2", 151, 65, atrous_rates=[])
+    decoder = _conv_bn(1, 144, 48) + _separable(304, 256) + _separable(256, 256)
+    assert ade20k.count_params() == 1_843_264 + head - 256 * 21 - 21 + decoder + 256 * 151 + 151
+
+
+def test_multi_grid_sets_the_last_blocks_unit_rates():
+    resnet = build_segmenter("resnet_v1_50_beta", 5, 65, multi_grid=[1, 1, 1]).feature_net
+    rates = [resnet.get_layer(f"resnet_v1_50__block4__unit_{u}__bottleneck_v1__conv2")
+             .dilation_rate[0] for u in (1, 2, 3)]
+    assert rates == [2, 2, 2]  # DeepLab's own None: the function the issue-14 check saw differ
+    for grid, expected in (((1, 1, 1), [2, 2, 2]), ((1, 2, 4), [2, 4, 8])):
+        xception = build_segmenter("xception_65", 5, 65, multi_grid=grid).feature_net
+        rates = [xception.get_layer("xception_65__exit_flow__block2__unit_1__xception_module__"
+                                    f"separable_conv{i}_depthwise").dilation_rate[0]
+                 for i in (1, 2, 3)]
+        assert rates == expected
+    assert build_segmenter("xception_65", 5, 65).segmenter_args["multi_grid"] == [1, 1, 1]
+
+
+def test_plain_conv_and_batch_norm_free_heads():
+    plain = build_segmenter("mobilenet_v2", 5, 65, aspp_with_separable_conv=False,
+                            decoder_use_separable_conv=False).feature_net
+    assert plain.get_layer("aspp3").dilation_rate == (18, 18)
+    assert plain.get_layer("aspp3").kernel_size == (3, 3)
+    assert plain.get_layer("decoder__decoder_conv0__decoder_conv0_2").kernel_size == (3, 3)
+    no_bn = build_segmenter("mobilenet_v2", 5, 65, aspp_with_batch_norm=False)
+    # get_branch_logits: one 1x1 logits conv per atrous rate, summed; no ASPP module
+    logits = [layer.name for layer in no_bn.task_net.layers if layer.name.startswith("logits")]
+    assert logits == ["logits__semantic", "logits__semantic_1", "logits__semantic_2",
+                      "logits__sum"]
+    assert not [layer for layer in no_bn.feature_net.layers if layer.name.startswith("aspp")]
+    x = np.random.default_rng(0).uniform(0, 255, (1, 65, 65, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(no_bn(x)).sum(-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("backbone,options,flag", [
+    ("mobilenet_v2", dict(multi_grid=[1, 2, 4]), "--multi_grid: mobilenet_v2 has no multi-grid"),
+    ("resnet_v1_50_beta", dict(multi_grid=[1, 2]), "--multi_grid: \\[1, 2\\]: expected 3 positive"),
+    ("mobilenet_v2", dict(decoder_output_stride=8), "--decoder_output_stride: 8 not supported"),
+    ("mobilenet_v2", dict(atrous_rates=["6", "x"]), "--atrous_rates: .* not a list of integers"),
+    ("mobilenet_v2", dict(aspp_with_batch_norm="yes"), "--aspp_with_batch_norm: 'yes' is not"),
+    ("mobilenet_v2", dict(logits_kernel_size=3), "unknown \\['logits_kernel_size'\\]"),
+    ("fcn8s_vgg16", dict(atrous_rates=[]), "--atrous_rates: fcn8s_vgg16 has a fixed head"),
+])
+def test_bad_head_options_are_config_errors(backbone, options, flag):
+    with pytest.raises(ConfigError, match=flag):
+        build_segmenter(backbone, 5, 65, **options)
