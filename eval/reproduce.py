@@ -11,18 +11,20 @@ numbers and elapsed time) and is skipped on re-run; an interrupted training resu
 checkpoint when called again. WORKSPACE.md documents the workdir.
 """
 import dataclasses
-import json
 import os
 import pathlib
 import time
 
 from absl import flags
 
-from deeplab_face import cli
+from deeplab_face import atomic, cli, stage as stage_lib
+from deeplab_face.atomic import jsonable as _jsonable
 from deeplab_face.errors import ConfigError, DataError
 from eval import presets
 from eval import diagnostics
 from eval import report as report_lib
+from eval import workdir as workdir_lib
+from eval.splits import resolve_split  # noqa: F401 (the split rules live there; tests call it here)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Work directory: data/, prepared/, checkpoints/, figures/, report.md, "
@@ -38,6 +40,7 @@ flags.DEFINE_string("exclude_file", None, "Optional list of frames to drop (300V
 flags.DEFINE_string("segmenter_init", None, "TF1 DeepLab model-zoo checkpoint to fine-tune N from (§4.2).")
 flags.DEFINE_string("flownet_init", None, "TF1 FlowNet2 checkpoint to fine-tune F from (§4.2).")
 flags.DEFINE_string("stop_after", None, "Stop after this stage (e.g. segmenter); re-run later to continue.")
+flags.mark_flag_as_required("workdir")
 
 
 def _eta_name(kar_limit):
@@ -78,14 +81,14 @@ class Pipeline:
         """Runs `fn()` unless `name` finished earlier; records its numbers and elapsed time."""
         record = self.stages_dir / f"{name}.json"
         head = f"[{index}/{total}] {name}"
-        if record.exists():
-            saved = json.loads(record.read_text())
+        saved = workdir_lib.read_stage_record(record, log=self.log)
+        if saved is not None:
             self.results[name], self.timings[name] = saved["result"], saved["seconds"]
             self.cpu_timings[name] = saved.get("cpu_seconds", 0.0)
             self.skipped.append(name)
             self.log(f"==== {head}: finished earlier ({saved['seconds']:.1f} s), skipped")
             return self.results[name]
-        if training and os.path.exists(os.path.join(self.checkpoint_dir(name), "DONE")):
+        if training and stage_lib.check_done(self.checkpoint_dir(name), log=self.log):
             # Trained by hand with the stage's own command (WORKSPACE.md): use it as it is.
             self.log(f"==== {head}: {self.checkpoint_dir(name)}/DONE exists, skipped")
             result, seconds, cpu_seconds = {}, 0.0, 0.0
@@ -96,32 +99,12 @@ class Pipeline:
             seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
             self.log(f"---- {name} finished in {seconds:.1f} s ({cpu_seconds:.1f} s CPU)")
         if training:
-            self._link_tensorboard(name)
+            workdir_lib.link_tensorboard(self.workdir, name, self.checkpoint_dir(name))
         result = _jsonable(result if result is not None else {})
-        record.write_text(json.dumps({"result": result, "seconds": seconds, "cpu_seconds": cpu_seconds},
-                                     indent=1))
+        stage_lib.kill_point(f"stage/{name}/before-record")
+        workdir_lib.write_stage_record(record, result, seconds, cpu_seconds)
         self.results[name], self.timings[name], self.cpu_timings[name] = result, seconds, cpu_seconds
         return result
-
-    def _link_tensorboard(self, stage):
-        """W/tensorboard/<stage> -> the stage's own event files, so one `tensorboard --logdir` shows all."""
-        target = pathlib.Path(self.checkpoint_dir(stage)) / "tensorboard"
-        link = self.workdir / "tensorboard" / stage
-        if target.is_dir() and not link.exists():
-            link.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(os.path.relpath(target, link.parent), link)
-
-
-def _jsonable(value):
-    """Numbers from the stages as plain JSON (numpy scalars, tuples, int dict keys)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return value
-
 
 def _call(fn, *args, log=print, **kwargs):
     """`fn(*args, **kwargs)`, dropping (loudly) preset keys the stage function does not take; `log`
@@ -138,37 +121,6 @@ def _call(fn, *args, log=print, **kwargs):
     return fn(*args, **kwargs)
 
 
-# -- the video split ------------------------------------------------------------------------------
-def resolve_split(experiment, data_dir, embedded, split_dir=None, log=print):
-    """The experiment's Split, checked against the videos present in `data_dir`."""
-    from deeplab_face.data import vw300
-    available = set(vw300.list_videos(data_dir))
-    if embedded:
-        split = experiment.split
-    else:
-        if split_dir:   # §9: the paper's 300VW-Mask split_2 lists
-            sets = {n: vw300.read_split(os.path.join(split_dir, f"{n}.txt")) for n in ("A", "B", "C")}
-        else:           # documented fallback: the official 300VW split (eval.presets)
-            sets = {n: [v for part in parts for v in vw300.OFFICIAL_SPLITS[part]]
-                    for n, parts in presets.OFFICIAL_FALLBACK_SETS.items()}
-        missing = sorted({v for ids in sets.values() for v in ids} - available)
-        if missing:
-            log(f"note: {len(missing)} split videos are not in {data_dir} and are left out: {' '.join(missing)}")
-        sets = {n: [v for v in ids if v in available] for n, ids in sets.items()}
-        if experiment.uses_embedded_data:
-            # A small preset on real data: the first videos of each set, as many as the preset's roles use.
-            sizes = {"A": len(experiment.split.segmenter_train), "B": len(experiment.split.scheduler_train),
-                     "C": len(experiment.split.test)}
-            sets = {n: ids[:sizes[n]] for n, ids in sets.items()}
-        split = presets.paper_split(sets)
-    split.check_disjoint()
-    for role, ids in dataclasses.asdict(split).items():
-        absent = [v for v in ids if v not in available]
-        if absent:
-            raise DataError(f"{data_dir}: split role {role} names videos that are not there: {' '.join(absent)}")
-    return split
-
-
 def _batch_norm_layers(model):
     import keras
     for layer in model.layers:
@@ -182,8 +134,6 @@ def recalibrate_batch_norm(segmenter_dir, out_dir, prepared_dir, video_ids, batc
     """Precise BN (Wu & Johnson 2021): N of `segmenter_dir` with its batch-norm moving statistics
     replaced by their average over `batches` random batches of training frames; written as a stage dir
     (config.json, final.weights.h5, DONE) that later stages load in place of the trained one."""
-    import shutil
-
     import numpy as np
     import tensorflow as tf
 
@@ -205,10 +155,7 @@ def recalibrate_batch_norm(segmenter_dir, out_dir, prepared_dir, video_ids, batc
     for (mean, variance), layer in zip(sums, norms):
         layer.moving_mean.assign(mean / batches)
         layer.moving_variance.assign(variance / batches)
-    os.makedirs(out_dir, exist_ok=True)
-    shutil.copy(os.path.join(segmenter_dir, "config.json"), out_dir)
-    model.save_weights(os.path.join(out_dir, "final.weights.h5"))
-    pathlib.Path(out_dir, "DONE").touch()
+    stage_lib.finish_stage(out_dir, model, stage_lib.read_stage_config(segmenter_dir, "segmenter"))
     return {"batch_norm_layers": len(norms), "batches": batches, "batch_size": batch_size,
             "source": segmenter_dir}
 
@@ -361,31 +308,6 @@ def collect_results(p, split):
     }
 
 
-def _write_json(path, value):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(_jsonable(value), f, indent=1)
-    os.replace(tmp, path)
-
-
-def _check_workdir(workdir, identity, log=print):
-    """A workdir holds one experiment: refuse to mix presets or data trees in it; warn when the preset's
-    settings changed since it was started (finished stages keep the settings they ran with)."""
-    path = pathlib.Path(workdir) / "config.json"
-    if path.exists():
-        before = json.loads(path.read_text())
-        for key in ("config", "data_dir", "split_dir"):
-            if before.get(key) != identity[key]:
-                raise ConfigError(f"--workdir: {workdir} holds a run with --{key}={before.get(key)}; use a new "
-                                  f"--workdir for --{key}={identity[key]}")
-        changed = sorted(k for k in identity["preset"] if before["preset"].get(k) != identity["preset"][k])
-        if changed:
-            log(f"warning: preset settings changed since {workdir} was started ({', '.join(changed)}); "
-                "finished stages keep their old settings (delete their stages/<name>.json to redo them)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_json(path, identity)
-
-
 def reproduce(workdir, config="tiny", data_dir=None, split_dir=None, exclude=None, segmenter_init=None,
               flownet_init=None, stop_after=None, log=print):
     """Runs (or resumes) the whole pipeline in `workdir`; returns the results.json dict."""
@@ -395,13 +317,26 @@ def reproduce(workdir, config="tiny", data_dir=None, split_dir=None, exclude=Non
     if data_dir is not None and not os.path.isdir(data_dir):
         raise DataError(f"{data_dir}: --data_dir is not a directory")
     data_dir = os.path.abspath(data_dir) if data_dir else None
-    _check_workdir(workdir, {"config": config, "data_dir": data_dir, "split_dir": split_dir,
-                             "preset": _jsonable(experiment.to_dict())}, log=log)
-    p = Pipeline(workdir, experiment, data_dir, split_dir, exclude, log=log)
+    split_dir = os.path.abspath(split_dir) if split_dir else None
+    lock = stage_lib.workdir_lock(workdir, log=log)   # checks the folder first: a bad --workdir fails now
+    try:
+        workdir_lib.check_identity(workdir, {"config": config, "data_dir": data_dir, "split_dir": split_dir,
+                                             "preset": _jsonable(experiment.to_dict())}, log=log)
+        return _run(Pipeline(workdir, experiment, data_dir, split_dir, exclude, log=log), segmenter_init,
+                    flownet_init, stop_after)
+    finally:
+        lock.release()
+
+
+def _run(p, segmenter_init, flownet_init, stop_after):
+    experiment, data_dir, split_dir, log = p.experiment, p.external_data, p.split_dir, p.log
     start = time.perf_counter()
-    log(f"eval.reproduce: config {config}, workdir {os.path.abspath(workdir)}")
+    log(f"eval.reproduce: config {experiment.name}, workdir {os.path.abspath(p.workdir)}")
 
     split, finished = experiment.split, set()
+    names = [s[0] for s in stage_list(p, split, segmenter_init, flownet_init)]
+    if stop_after is not None and stop_after not in names:   # checked before any work
+        raise ConfigError(f"--stop_after: no stage {stop_after!r} (stages: {' '.join(names)})")
     if data_dir is None:   # the embedded data must exist before its split can be checked
         stages = stage_list(p, split, segmenter_init, flownet_init)
         p.run_stage(1, len(stages) + 1, *stages[0])
@@ -409,11 +344,9 @@ def reproduce(workdir, config="tiny", data_dir=None, split_dir=None, exclude=Non
     split = resolve_split(experiment, p.data_dir, data_dir is None, split_dir, log=log)
     stages = stage_list(p, split, segmenter_init, flownet_init)
     total = len(stages) + 1
-    if stop_after is not None and stop_after not in [s[0] for s in stages]:
-        raise ConfigError(f"--stop_after: no stage {stop_after!r} (stages: {' '.join(s[0] for s in stages)})")
     for index, (name, description, fn, training) in enumerate(stages, start=1):
         if name == "figures":   # the figures read results.json
-            _write_json(p.workdir / "results.json", collect_results(p, split))
+            atomic.write_json(p.workdir / "results.json", collect_results(p, split))
         if name not in finished:
             p.run_stage(index, total, name, description, fn, training)
         if name == stop_after:
@@ -422,7 +355,7 @@ def reproduce(workdir, config="tiny", data_dir=None, split_dir=None, exclude=Non
 
     log(f"==== [{total}/{total}] report")
     results = collect_results(p, split)
-    _write_json(p.workdir / "results.json", results)
+    atomic.write_json(p.workdir / "results.json", results)
     report_path = report_lib.write_report(p.workdir, results)
     elapsed = time.perf_counter() - start
     if p.skipped:
@@ -435,8 +368,6 @@ def reproduce(workdir, config="tiny", data_dir=None, split_dir=None, exclude=Non
 def main(argv):
     if len(argv) > 1:
         raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not FLAGS.workdir:
-        raise ConfigError("--workdir: required (e.g. --workdir=runs/demo)")
     reproduce(FLAGS.workdir, FLAGS.config, FLAGS.data_dir, FLAGS.split_dir, FLAGS.exclude_file,
               FLAGS.segmenter_init, FLAGS.flownet_init, FLAGS.stop_after)
 

@@ -1,5 +1,12 @@
-"""`eval.reproduce --config=smoke` end to end in a temporary workdir, then a re-run that skips everything."""
+"""`eval.reproduce --config=smoke` end to end in a temporary workdir, then a re-run that skips everything,
+and the resume matrix's CI subset: the same command killed with SIGKILL during two trainings resumes to
+the same results.json."""
 import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -69,6 +76,41 @@ def test_rerun_skips_finished_stages(smoke_run):
     assert again["timings"]["skipped_this_run"] == list(first["timings"]["seconds_per_stage"])
     assert again["curves"] == first["curves"] and again["table1"] == first["table1"]
     assert seconds < first_seconds / 5
+
+
+# Fields that differ between two runs with one seed by nature: clocks, speeds, resume bookkeeping.
+_NOT_NUMBERS = {"timings", "seconds", "cpu_seconds", "pair_seconds", "steps_per_second", "resumed_from_step",
+                "fps", "stage_ms"}
+
+
+def _numbers(value, workdir):
+    if isinstance(value, dict):
+        return {k: _numbers(v, workdir) for k, v in value.items() if k not in _NOT_NUMBERS}
+    if isinstance(value, list):
+        return [_numbers(v, workdir) for v in value]
+    return value.replace(str(workdir), "W") if isinstance(value, str) else value
+
+
+def test_killed_runs_resume_to_the_same_results(smoke_run, tmp_path):
+    """kill -9 during N's training (after its checkpoint at step 2 of 3), then during F's fine-tuning
+    (same), then let it finish: every number of results.json equals the uninterrupted run's."""
+    reference_dir, _, _, _ = smoke_run
+    workdir = tmp_path / "killed"
+    command = [sys.executable, "-m", "eval.reproduce", "--config=smoke", f"--workdir={workdir}"]
+    env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[2]))
+    for point, stage in (("segmenter/ckpt-2", "segmenter"), ("flownet/ckpt-2", "flownet")):
+        killed = subprocess.run(command, env=dict(env, DFVS_KILL_AT=point), capture_output=True, text=True,
+                                timeout=1200)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+        assert not (workdir / "stages" / f"{stage}.json").exists()
+        assert (workdir / "checkpoints" / stage / "ckpt" / "ckpt-2.index").exists()
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    resumed = json.loads((workdir / "results.json").read_text())
+    assert resumed["training"]["segmenter"]["resumed_from_step"] == 2
+    assert resumed["training"]["flownet"]["resumed_from_step"] == 2
+    reference = json.loads((reference_dir / "results.json").read_text())
+    assert _numbers(resumed, workdir) == _numbers(reference, reference_dir)
 
 
 def test_workdir_refuses_another_config(smoke_run):
@@ -141,3 +183,29 @@ def test_real_data_split_reads_the_paper_lists(tmp_path):
     (split_dir / "C.txt").write_text("003\n")
     with pytest.raises(ConfigError, match="test videos"):
         reproduce.resolve_split(presets.PAPER, data_dir, embedded=False, split_dir=str(split_dir))
+
+
+def test_bad_workdir_fails_before_any_work(tmp_path):
+    from deeplab_face.errors import OutputError
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    for workdir in (a_file, a_file / "w"):
+        start = time.perf_counter()
+        with pytest.raises(OutputError, match="--workdir: "):
+            reproduce.reproduce(str(workdir), config="smoke", log=lambda line: None)
+        assert time.perf_counter() - start < 5
+
+
+def test_a_second_run_on_a_busy_workdir_is_refused(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[2]))
+    holder = subprocess.Popen([sys.executable, "-c", "import time\nfrom deeplab_face import stage\n"
+                               f"lock = stage.workdir_lock({str(tmp_path)!r})\nprint('locked', flush=True)\n"
+                               "time.sleep(120)\n"], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ConfigError, match=rf"--workdir: .* is in use by pid {holder.pid} "):
+            reproduce.reproduce(str(tmp_path), config="smoke", log=lambda line: None)
+        assert not (tmp_path / "config.json").exists()      # nothing of the busy run was touched
+    finally:
+        holder.kill()
+        holder.wait()
