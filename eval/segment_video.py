@@ -164,8 +164,8 @@ def stage_lines(checkpoints, scheduler, dff):
     seg = os.path.join(checkpoints, "segmenter")
     config, hparams = _read_json(os.path.join(seg, "config.json")), _read_json(os.path.join(seg, "hparams.json"))
     videos = hparams.get("train_videos") or []
-    trained = f", trained on {len(videos)} videos ({', '.join(map(str, videos[:8]))}{', ...' if len(videos) > 8 else ''})" \
-        if videos else ""
+    trained = (f", trained on {len(videos)} video{'s' if len(videos) > 1 else ''} ({', '.join(map(str, videos[:8]))}"
+               f"{', ...' if len(videos) > 8 else ''})") if videos else ""
     lines = [f"segmenter: {seg} ({config.get('backbone', 'unknown backbone')}, S = {dff.crop_size}{trained})",
              f"flownet: {os.path.join(checkpoints, 'flownet')} ({dff.flow_resolution}-resolution flow)"]
     if scheduler == "dvsnet":
