@@ -263,7 +263,13 @@ class VideoCache:
                 self._key_masks.popitem(last=False)
 
     def _ensure_key_masks(self, indices):
-        """Key-path masks of `indices` (evicted ones recomputed by N)."""
+        """Key-path masks of `indices` (at most key_mask_capacity distinct; evicted ones recomputed by N)."""
+        if self.key_mask_capacity is not None:
+            # the ones held become the most recent BEFORE new masks come in, so that the new ones evict
+            # only frames outside `indices` (else a held one could be evicted and then be missing)
+            for i in dict.fromkeys(indices):
+                if i in self._key_masks:
+                    self._key_masks.move_to_end(i)
         missing = sorted({i for i in indices if i not in self._key_masks})
         for chunk in self._chunks(missing):
             out = self.dff.key(self._frames(chunk))
@@ -272,9 +278,6 @@ class VideoCache:
                 self._remember_mask(i, masks[j].astype(np.uint8))
                 self._remember_features(i, features[j])
             self.key_computations += len(chunk)
-        if self.key_mask_capacity is not None:
-            for i in indices:
-                self._key_masks.move_to_end(i)
 
     def _ensure_features(self, key_ids):
         for k in key_ids:

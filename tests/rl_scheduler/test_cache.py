@@ -196,3 +196,16 @@ def test_pair_table_bad_file_is_one_clear_error(dff, video, tmp_path):
     cache = VideoCache(dff, images, labels, num_classes=5)
     with pytest.raises(DataError, match="bad.npz"):
         cache.load_table(str(bad))
+
+
+def test_bounded_key_masks_keep_the_ones_a_batch_needs(dff, video):
+    """A batch needing one held (oldest) mask and one evicted mask: bringing the evicted one back
+    must not evict the held one (it raised KeyError before)."""
+    images, labels = video
+    bounded = VideoCache(dff, images, labels, num_classes=5, batch_size=2, keep_masks=False,
+                         key_mask_capacity=2)
+    bounded.prefetch_keys(range(10))                     # masks of 8 and 9 held, 8 the oldest
+    assert list(bounded._key_masks) == [8, 9]
+    bounded.prefetch_pairs([(0, 8), (1, 3)])             # one batch: frames 8 (held) and 3 (evicted)
+    assert set(bounded._key_masks) == {8, 3}
+    assert bounded.has_pair(0, 8) and bounded.has_pair(1, 3)
