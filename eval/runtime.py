@@ -285,5 +285,14 @@ def load_pipeline(checkpoints, scheduler="rl", threshold=None, rl_stage=None, se
         options["network"] = load_dvsnet(stage_dir(checkpoints, "dvsnet"))
     elif scheduler == "random":
         options["seed"] = seed
-    dff = load_dff(stage_dir(checkpoints, "segmenter"), flownet_dir, flow_resolution=flow_resolution)
+    dff = load_dff(segmenter_stage_dir(checkpoints), flownet_dir, flow_resolution=flow_resolution)
     return dff, make_scheduler(scheduler, **options)
+
+
+def segmenter_stage_dir(checkpoints):
+    """N's stage as the pipeline's later stages used it: `segmenter_bn` (batch norm re-estimated,
+    eval.reproduce's recalibrate_bn) when finished, else `segmenter`."""
+    recalibrated = os.path.join(checkpoints, "segmenter_bn")
+    if os.path.exists(os.path.join(recalibrated, "DONE")):
+        return recalibrated
+    return stage_dir(checkpoints, "segmenter")

@@ -161,8 +161,11 @@ def _read_json(path):
 
 def stage_lines(checkpoints, scheduler, dff):
     """Lines naming the stages loaded from `checkpoints` and what N was trained on."""
-    seg = os.path.join(checkpoints, "segmenter")
-    config, hparams = _read_json(os.path.join(seg, "config.json")), _read_json(os.path.join(seg, "hparams.json"))
+    from eval.runtime import segmenter_stage_dir
+
+    seg = segmenter_stage_dir(checkpoints)   # segmenter_bn when batch norm was re-estimated
+    config = _read_json(os.path.join(seg, "config.json"))
+    hparams = _read_json(os.path.join(checkpoints, "segmenter", "hparams.json"))
     videos = hparams.get("train_videos") or []
     trained = (f", trained on {len(videos)} video{'s' if len(videos) > 1 else ''} ({', '.join(map(str, videos[:8]))}"
                f"{', ...' if len(videos) > 8 else ''})") if videos else ""

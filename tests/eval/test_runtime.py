@@ -132,3 +132,13 @@ def test_budget_mode_holds_the_target_aki_end_to_end(tiny_dff):
     assert len(results) / sum(r.is_key for r in results) == pytest.approx(4, rel=0.15)
     assert controller.running_aki == pytest.approx(4, rel=0.15)      # the last 90 frames
     assert results[1].knob == 1.0 and len({r.knob for r in results}) > 100   # moved every decided frame
+
+
+def test_segmenter_stage_prefers_the_recalibrated_one(tmp_path):
+    from eval.runtime import segmenter_stage_dir
+    (tmp_path / "segmenter").mkdir()
+    assert segmenter_stage_dir(str(tmp_path)) == str(tmp_path / "segmenter")
+    (tmp_path / "segmenter_bn").mkdir()               # unfinished: not used
+    assert segmenter_stage_dir(str(tmp_path)) == str(tmp_path / "segmenter")
+    (tmp_path / "segmenter_bn" / "DONE").write_text("done\n")
+    assert segmenter_stage_dir(str(tmp_path)) == str(tmp_path / "segmenter_bn")
