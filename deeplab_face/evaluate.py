@@ -130,8 +130,6 @@ def evaluate(segmenter_dir, prepared_dir, video_ids, scale_sets=PAPER_SCALE_SETS
     out_dir: also write `table1.json` and `table1.md` there (checked before the work starts).
     """
     from deeplab_face import load_segmenter
-    if out_dir:
-        atomic.check_output_dir(out_dir, "--out_dir")
     video_ids = [str(v) for v in video_ids]
     size, videos = read_manifest(prepared_dir)
     missing = [v for v in video_ids if v not in videos]
@@ -139,6 +137,8 @@ def evaluate(segmenter_dir, prepared_dir, video_ids, scale_sets=PAPER_SCALE_SETS
         raise ConfigError(f"--video_ids: {missing or 'none given'} not in {prepared_dir}/manifest.json")
     from deeplab_face.models.multiscale import ScaledLogits
     model = load_segmenter(segmenter_dir)
+    if out_dir:   # before the work (the frames and the FPS runs)
+        atomic.check_output_dir(out_dir, "--out_dir")
     logits_fn = ScaledLogits(model)  # one network per input size, shared by every predictor
     args = model.segmenter_args
     crop_size = int(model.input.shape[1])
@@ -215,12 +215,14 @@ def _valid_scale_sets(text):
 
 def main(argv):
     del argv
+    if FLAGS.out_dir:   # before reading anything (the default, <segmenter_dir>/eval, once N has loaded)
+        atomic.check_output_dir(FLAGS.out_dir, "--out_dir")
+    out_dir = FLAGS.out_dir or os.path.join(FLAGS.segmenter_dir, "eval")
     video_ids = FLAGS.video_ids or sorted(read_manifest(FLAGS.prepared_dir)[1])
     results = evaluate(FLAGS.segmenter_dir, FLAGS.prepared_dir, video_ids,
                        scale_sets=parse_scale_sets(FLAGS.scale_sets), flip=FLAGS.flip,
                        max_frames=FLAGS.max_frames, batch_size=FLAGS.batch_size,
-                       fps_runs=FLAGS.fps_runs,
-                       out_dir=FLAGS.out_dir or os.path.join(FLAGS.segmenter_dir, "eval"))
+                       fps_runs=FLAGS.fps_runs, out_dir=out_dir)
     print(table1_markdown(results["table1"]))
 
 
