@@ -12,6 +12,7 @@ Also here: the resumable checkpoint every training uses (`resumable_checkpoint`,
 import fnmatch
 import logging
 import os
+import re
 import signal
 import socket
 
@@ -128,8 +129,15 @@ def restore_latest(checkpoint, manager):
     import tensorflow as tf
 
     latest = manager.latest_checkpoint
-    if not latest:
-        return False
+    if not latest:   # no state file, or an unreadable one beside saved checkpoints: take the newest
+        numbers = sorted(int(m.group(1)) for m in (re.fullmatch(r"ckpt-(\d+)\.index", name)
+                                                  for name in os.listdir(manager.directory)) if m) \
+            if os.path.isdir(manager.directory) else []
+        if not numbers:
+            return False
+        latest = os.path.join(manager.directory, f"ckpt-{numbers[-1]}")
+        print(f"warning: {os.path.join(manager.directory, 'checkpoint')}: missing or unreadable; resuming "
+              f"from {latest}", flush=True)
     try:
         checkpoint.restore(latest).expect_partial()
     except (tf.errors.OpError, ValueError, IndexError, OSError) as e:

@@ -190,3 +190,13 @@ def test_second_run_on_a_workdir_is_refused_with_the_holders_pid(tmp_path):
     assert f"pid {os.getpid()}" in (tmp_path / stage.LOCK).read_text()
     lock.release()
     stage.workdir_lock(str(tmp_path)).release()      # released cleanly: taken again without a note
+
+
+def test_unreadable_checkpoint_state_file_resumes_from_the_newest_checkpoint(tmp_path, capsys):
+    step, manager, _ = stage.resumable_checkpoint(str(tmp_path), model=_tiny_model())
+    step.assign(7)
+    manager.save(checkpoint_number=7)
+    (tmp_path / "ckpt" / "checkpoint").write_text('model_checkpoint_path: "ckpt-7')   # half-written
+    step, manager, restored = stage.resumable_checkpoint(str(tmp_path), model=_tiny_model())
+    assert restored and int(step.numpy()) == 7
+    assert "resuming from" in capsys.readouterr().out
