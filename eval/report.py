@@ -34,15 +34,22 @@ FIGURE_CAPTIONS = (   # (file-name prefix, caption); figures not listed here are
 
 
 def key_value_diagnosis(curves, aki_min=25.0):
-    """Whether keys buy accuracy on these videos at all: the densest-key point of any scheduler against
-    the best point with AKI >= aki_min. When sparse keys score as well as dense ones, propagation is as
-    accurate as N on its own frames, keys earn Eq. 1 rewards <= 0, and no scheduler can win by placing
-    them (the matched-AKI comparison then says nothing about scheduling)."""
+    """Whether keys buy accuracy on these videos at all: the best point at the densest calibrated target
+    AKI (without calibrated points: the densest point of any scheduler) against the best point with
+    AKI >= aki_min. When sparse keys score as well as dense ones, propagation is as accurate as N on its
+    own frames, keys earn Eq. 1 rewards <= 0, and no scheduler can win by placing them (the matched-AKI
+    comparison then says nothing about scheduling). The best scheduler at the dense target is the
+    reference: a poor scheduler's dense point says nothing about what keys are worth."""
     points = [dict(p, scheduler=name) for name, pts in curves.items() for p in pts if name != ORACLE]
     sparse = [p for p in points if p["aki"] >= aki_min]
     if not points or not sparse:
         return None
-    dense = min(points, key=lambda p: (p["aki"], -p["miou"]))
+    calibrated = [p for p in points if p.get("calibrated") and p.get("target_aki")]
+    if calibrated:
+        densest = min(float(p["target_aki"]) for p in calibrated)
+        dense = max((p for p in calibrated if float(p["target_aki"]) == densest), key=lambda p: p["miou"])
+    else:
+        dense = min(points, key=lambda p: (p["aki"], -p["miou"]))
     best = max(sparse, key=lambda p: p["miou"])
     head = (f"Densest keys ({dense['scheduler']}, AKI {dense['aki']:.1f}): {dense['miou']:.2f} mIoU; best point "
             f"at AKI >= {aki_min:g} ({best['scheduler']}, AKI {best['aki']:.1f}): {best['miou']:.2f}.")

@@ -40,3 +40,14 @@ def test_rl_markdown_reads_the_stage_history_and_probes(tmp_path):
     assert "74.00 at tau 0.100" in text and "tau = 0.100" in text
     assert diagnostics.rl_markdown({}) == "No RL stage ran."
     assert os.path.exists(stage / "history.json")
+
+
+def test_key_value_diagnosis_uses_the_best_scheduler_at_the_densest_target():
+    from eval.report import key_value_diagnosis
+    point = lambda t, aki, miou: dict(target_aki=t, aki=aki, miou=miou, calibrated=True)  # noqa: E731
+    curves = {"flow_magnitude": [point(2, 1.9, 42.5), point(25, 25.8, 42.0)],
+              "fixed": [point(2, 2.0, 46.1), point(25, 25.0, 44.2)]}
+    text = key_value_diagnosis(curves)
+    assert "fixed, AKI 2.0" in text and "Keys buy accuracy here (1.90 points)" in text
+    flat = {"fixed": [point(2, 2.0, 44.0), point(25, 25.0, 44.2)]}
+    assert "Keys do not buy accuracy" in key_value_diagnosis(flat)
