@@ -12,8 +12,9 @@ file keeps its own history (the KAR window and the last-key distance), as eval.r
   the flow net's taps; decide(tap, kar, lkd) gives P(key); a key (P(key) > threshold) runs key(frame)
   and becomes the new key frame; the decision enters the window.
 
-Frames are the whole video frame resized to S x S (cv2.INTER_LINEAR, as eval.segment_video --crop=whole), RGB. Prints one line per frame
-(or writes --csv) and the AKI at the end; --masks saves every mask (uint8 (T, S, S)) and the keys.
+Frames are the whole video frame resized to S x S (cv2.INTER_LINEAR, as eval.segment_video
+--crop=whole), RGB. Prints one line per frame (or writes --csv) and the AKI at the end; --masks saves
+every mask (uint8 (T, S, S)) and the keys.
 """
 import argparse
 import collections
