@@ -31,6 +31,7 @@ import platform
 
 import numpy as np
 
+from deeplab_face import atomic
 from eval import oracle as oracle_lib
 from eval.calibrate import knob_for
 from eval.curves import (DEFAULT_TARGET_AKIS, best_of_policies, curve_of, matched_aki_table,  # noqa: F401
@@ -263,7 +264,8 @@ def run_sweeps(out_dir, prepared_dir, segmenter_dir, flownet_dir, rl_dirs, dvsne
         log(f"sweeps: oracle computed {sum(c.pair_computations for c in caches) - before} new pairs")
     figure_aki, chosen = figure_points(records, target_aki)
     samples = fig8_samples(dff, *videos[0], records, chosen, num_classes, cache=caches[0])
-    np.savez_compressed(os.path.join(out_dir, "fig8_samples.npz"), **samples)
+    with atomic.replacing(os.path.join(out_dir, "fig8_samples.npz"), suffix=".npz") as tmp:
+        np.savez_compressed(tmp, **samples)
     result = dict(curves=curves, stage_ms=stage_ms, target_akis=targets, dropped_target_akis=dropped,
                   aki_tolerance=aki_tolerance, matched_aki=matched_aki_table(curves, targets, aki_tolerance),
                   unreached=unreached(curves, targets, aki_tolerance), **extras,
@@ -271,9 +273,10 @@ def run_sweeps(out_dir, prepared_dir, segmenter_dir, flownet_dir, rl_dirs, dvsne
                   figure_aki=figure_aki, figure_video=str(test_videos[0]), test_videos=[str(v) for v in test_videos],
                   frames=total, keep_masks=keep_masks,
                   fps_formula="1000*frames/(keys*key + non_keys*warp_task + flows*flow + decisions*policy)")
-    with open(os.path.join(out_dir, "points.json"), "w") as f:
+    # atomic (deeplab_face.atomic), with json's own NaN for frames without labels, as the readers expect
+    with atomic.replacing(os.path.join(out_dir, "points.json")) as tmp, open(tmp, "w") as f:
         json.dump(dict(records=records, chosen=chosen, figure_aki=figure_aki, figure_video=str(test_videos[0]),
                        frames_per_video=frames, oracle_keys={f"{t:g}": k for t, k in placements.items()}), f)
-    with open(os.path.join(out_dir, "sweeps.json"), "w") as f:
+    with atomic.replacing(os.path.join(out_dir, "sweeps.json")) as tmp, open(tmp, "w") as f:
         json.dump(result, f, indent=1)
     return result
