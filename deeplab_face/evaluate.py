@@ -84,6 +84,15 @@ def dataset_miou(predict, prepared_dir, video_ids, crop_size, num_classes, batch
                  max_frames=None, progbar=None):
     """mIoU (%) from one confusion matrix over the frames of `video_ids` (max_frames per video); NaN
     when no labelled pixel was seen. A corrupt TFRecord is a DataError naming it."""
+    confusion, frames_done, size = dataset_confusion(predict, prepared_dir, video_ids, crop_size, num_classes,
+                                                     batch_size, max_frames, progbar)
+    return 100.0 * mean_iou(confusion), frames_done, size
+
+
+def dataset_confusion(predict, prepared_dir, video_ids, crop_size, num_classes, batch_size=4,
+                      max_frames=None, progbar=None):
+    """(confusion matrix over the frames of `video_ids`, frames, prepared size S): `dataset_miou`'s
+    matrix, for per-class IoU (`segmentation_metrics.class_iou`)."""
     from deeplab_face.data.pipelines import checked_batches, video_frames
     size, _ = read_manifest(prepared_dir)
     confusion = np.zeros((num_classes, num_classes), np.int64)
@@ -101,7 +110,7 @@ def dataset_miou(predict, prepared_dir, video_ids, crop_size, num_classes, batch
             frames_done += int(images.shape[0])
             if progbar is not None:
                 progbar.add(int(images.shape[0]))
-    return 100.0 * mean_iou(confusion), frames_done, size
+    return confusion, frames_done, size
 
 
 def first_frame(prepared_dir, video_id, crop_size):

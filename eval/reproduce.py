@@ -22,6 +22,7 @@ from deeplab_face.atomic import jsonable as _jsonable
 from deeplab_face.errors import ConfigError, DataError
 from eval import presets
 from eval import diagnostics
+from eval import real_face
 from eval import report as report_lib
 from eval import workdir as workdir_lib
 from eval.splits import resolve_split  # noqa: F401 (the split rules live there; tests call it here)
@@ -61,6 +62,7 @@ class Pipeline:
         self.timings = {}           # stage name -> wall seconds (of the run that finished it)
         self.cpu_timings = {}       # stage name -> CPU seconds of this process (all threads)
         self.skipped = []
+        self.real_clip_note = None  # why Split.real_test's videos were dropped (eval.real_face)
         self.stages_dir = self.workdir / "stages"
         self.stages_dir.mkdir(parents=True, exist_ok=True)
 
@@ -167,14 +169,15 @@ def stage_list(p, split, segmenter_init=None, flownet_init=None):
     trained_seg_dir, flow_dir = p.checkpoint_dir("segmenter"), p.checkpoint_dir("flownet")
     seg_dir = p.checkpoint_dir("segmenter_bn") if e.recalibrate_bn else trained_seg_dir
     all_videos = sorted(set(split.segmenter_train + split.segmenter_val + split.scheduler_train
-                            + split.scheduler_val + split.test))
+                            + split.scheduler_val + split.test + split.real_test))
 
     def data():
         from deeplab_face.make_synthetic import make_synthetic
         d = e.data
         return make_synthetic(p.data_dir, videos=d.synthetic_videos, frames=d.synthetic_frames,
                               size=d.synthetic_size, seed=d.seed, demo_clip=d.demo_clip,
-                              long_videos=d.long_videos, long_frames=d.long_frames)
+                              long_videos=d.long_videos, long_frames=d.long_frames, real_clip=d.real_clip,
+                              log=p.log)
 
     def prepare():
         from deeplab_face.prepare_300vw import prepare as prepare_fn
@@ -197,7 +200,10 @@ def stage_list(p, split, segmenter_init=None, flownet_init=None):
             out = _call(evaluate, stage_dir, p.prepared_dir, list(split.test), log=p.log,
                         scale_sets=e.table1.scale_sets, flip=e.table1.flip, max_frames=e.table1.max_frames)
             rows += out["table1"]
-        return {"table1": rows}
+        # N per class: the test videos against the real face (Split.real_test, Table 1 only)
+        per_class = real_face.per_class_iou(seg_dir, p.prepared_dir, {"test": split.test, "real_face": split.real_test},
+                                            max_frames=e.table1.max_frames, log=p.log)
+        return {"table1": rows, "per_class": per_class}
 
     def pretrain_flownet():
         from flownet2s.pretrain import pretrain
@@ -247,7 +253,8 @@ def stage_list(p, split, segmenter_init=None, flownet_init=None):
     stages = []
     if p.external_data is None:
         stages.append(("data", f"embedded data: {e.data.synthetic_videos} synthetic videos x "
-                       f"{e.data.synthetic_frames} frames" + (" + the astronaut clip" if e.data.demo_clip else ""),
+                       f"{e.data.synthetic_frames} frames" + (" + the astronaut clip" if e.data.demo_clip else "")
+                       + (" + the real-face clip" if e.data.real_clip else ""),
                        data, False))
     stages.append(("prepare", f"face crops at S={e.data.crop_size} for {len(all_videos)} videos", prepare, False))
     stages.append(("segmenter", f"train N ({e.segmenter.backbone}, S={e.segmenter.crop_size}, "
@@ -287,11 +294,13 @@ def collect_results(p, split):
         "config": dict(e.to_dict(), data_dir=p.data_dir, embedded_data=p.external_data is None),
         "curves": curves,
         "table1": table1,
+        "table1_per_class": dict(r.get("table1", {}).get("per_class") or {}, real_face_note=p.real_clip_note),
         "dataset": {
             "source": "embedded (deeplab_face.make_synthetic)" if p.external_data is None else p.data_dir,
             "train_videos": sorted(set(split.segmenter_train + split.segmenter_val
                                        + split.scheduler_train + split.scheduler_val)),
             "test_videos": list(split.test),
+            "real_test_videos": list(split.real_test),
             "split": dataclasses.asdict(split),
         },
         "claim": report_lib.matched_aki_claim(curves, e.sweep.matched_aki_min),
@@ -341,7 +350,10 @@ def _run(p, segmenter_init, flownet_init, stop_after):
         stages = stage_list(p, split, segmenter_init, flownet_init)
         p.run_stage(1, len(stages) + 1, *stages[0])
         finished.add(stages[0][0])
-    split = resolve_split(experiment, p.data_dir, data_dir is None, split_dir, log=log)
+        # the real face (901) without the optional extra: dropped with the note, never a failure
+        split, p.real_clip_note = real_face.drop_missing_real_test(split, p.data_dir, log=log)
+    split = resolve_split(dataclasses.replace(experiment, split=split), p.data_dir, data_dir is None, split_dir,
+                          log=log)
     stages = stage_list(p, split, segmenter_init, flownet_init)
     total = len(stages) + 1
     for index, (name, description, fn, training) in enumerate(stages, start=1):
