@@ -13,10 +13,25 @@ FPS is model time (eval.metrics.model_fps: the network passes and the scheduler;
 conversion, frame synthesis and the Python loop excluded); the wall-clock FPS of the same loop is
 printed beside it, and so is the FPS of the same key / non-key mix priced at the stage medians (on a
 shared machine, load spikes inflate the measured sums but not the medians). Target at S = 513 on CPU: at AKI >= 30, >= 0.8 x the limit and >= 4 x per-frame.
+
+Memory over long videos (issue 11, item 5):
+
+    python bench/pipeline.py --memory_frames=200 [--memory_factor=10] [--size=129] [--backbone=...]
+
+streams a generated face video of N frames (the base clip) and one of factor x N frames through
+`eval.runtime.DynamicSegmenter` (rl scheduler, random-weight policy, or --scheduler=fixed), each in its
+own process so that the peaks do not mix. Frames are rendered one at a time (never held), results are
+dropped as they come. Reported per run: RSS after the warm-up (the networks compiled, a few frames
+streamed), peak RSS (VmHWM, the whole process; getrusage's ru_maxrss is in the JSON too), the final
+RSS, and the RSS growth over the second half of the stream (samples every 50 frames: the allocator
+settles in the first few hundred frames; a leak keeps growing). Target: peak(long) <= 1.05 x peak(base).
 """
+import json
 import os
 import pathlib
 import platform
+import resource
+import subprocess
 import sys
 import time
 
@@ -126,6 +141,91 @@ def run(size=513, backbone="resnet_v1_50_beta", akis=(10, 30, 100), width=0.375,
     return dict(rows=rows, stage_ms=stage_ms, per_frame_fps=per_frame_fps, limit_fps=limit_fps)
 
 
+# -- memory over long videos (issue 11, item 5) -------------------------------------------------------
+MEMORY_SAMPLE_EVERY = 50
+MEMORY_WARMUP_FRAMES = 12
+
+
+def rss_kib(field="VmRSS"):
+    """This process's resident set size (KiB) from /proc/self/status: now (VmRSS) or its peak (VmHWM,
+    what getrusage's ru_maxrss reports, read from the same accounting as VmRSS)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def memory_run(frames, size=129, backbone="resnet_v1_50_beta", width=0.375, flow_resolution="full", warp_jit=True,
+               seed=0, scheduler="rl", threshold=0.5):
+    """Streams `frames` generated frames through the runtime in this process; returns its memory figures."""
+    import keras
+
+    from deeplab_face.data.synthetic import SyntheticFace
+    from eval.runtime import DynamicSegmenter
+    from rl_scheduler import build_policy
+    from rl_scheduler.schedulers import make_scheduler
+
+    dff = build_dff(size, backbone, width, flow_resolution, warp_jit, seed)
+    if scheduler == "rl":
+        keras.utils.set_random_seed(seed)
+        deviation = [int(d) for d in dff.flow_net.output["conv6_1"].shape[1:]]
+        chosen = make_scheduler("rl", policy=build_policy(deviation), threshold=threshold)
+    else:
+        chosen = make_scheduler("fixed", threshold=int(threshold))
+    runtime = DynamicSegmenter(dff, chosen)
+    face = SyntheticFace(max(frames, MEMORY_WARMUP_FRAMES), size, seed)
+
+    def video(count):   # rendered on demand: the clip is never held in memory
+        for t in range(count):
+            yield face.render(t)[0]
+
+    runtime.warm_up(face.render(0)[0])
+    for _ in runtime.stream(video(MEMORY_WARMUP_FRAMES)):   # first-run allocations of every path
+        pass
+    after_warmup = rss_kib()
+    samples, keys, start = [], 0, time.perf_counter()
+    for result in runtime.stream(video(frames)):
+        keys += int(result.is_key)
+        if result.index % MEMORY_SAMPLE_EVERY == 0 or result.index == frames - 1:
+            samples.append((result.index, rss_kib()))
+    half = [rss for index, rss in samples if index >= frames // 2]
+    return dict(frames=frames, keys=keys, seconds=time.perf_counter() - start, rss_after_warmup_kib=after_warmup,
+                peak_rss_kib=rss_kib("VmHWM"), final_rss_kib=rss_kib(),
+                ru_maxrss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                second_half_growth_kib=half[-1] - half[0], samples=samples)
+
+
+def memory_benchmark(base_frames, factor=10, size=129, backbone="resnet_v1_50_beta", width=0.375,
+                     flow_resolution="full", warp_jit=True, seed=0, scheduler="rl", threshold=0.5, log=print):
+    """The base clip and the factor x longer one, each in a fresh process; prints and returns the table."""
+    runs = []
+    for frames in (base_frames, factor * base_frames):
+        command = [sys.executable, str(pathlib.Path(__file__).resolve()), f"--memory_child={frames}",
+                   f"--size={size}", f"--backbone={backbone}", f"--width={width}",
+                   f"--flow_resolution={flow_resolution}",
+                   f"--{'' if warp_jit else 'no'}warp_jit", f"--seed={seed}", f"--scheduler={scheduler}",
+                   f"--threshold={threshold}"]
+        proc = subprocess.run(command, capture_output=True, text=True)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("MEMORY ")]
+        if proc.returncode != 0 or not lines:
+            raise RuntimeError(f"memory run of {frames} frames failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        runs.append(json.loads(lines[-1][len("MEMORY "):]))
+        log(f"  {frames} frames: peak {runs[-1]['peak_rss_kib'] / 1024:.1f} MiB ({runs[-1]['seconds']:.0f} s)")
+    log(f"Memory over a long video: {backbone} at S={size}, scheduler {scheduler}, "
+        f"{platform.processor() or platform.machine()}; each run in its own process")
+    log("| run | frames | keys | RSS after warm-up (MiB) | peak RSS (MiB) | final RSS (MiB) "
+        "| RSS growth over the stream's second half (MiB) |")
+    log("|---|---|---|---|---|---|---|")
+    for name, run in zip(("base clip", f"{factor}x longer"), runs):
+        log(f"| {name} | {run['frames']} | {run['keys']} | {run['rss_after_warmup_kib'] / 1024:.1f} "
+            f"| {run['peak_rss_kib'] / 1024:.1f} | {run['final_rss_kib'] / 1024:.1f} "
+            f"| {run['second_half_growth_kib'] / 1024:.1f} |")
+    ratio = runs[1]["peak_rss_kib"] / runs[0]["peak_rss_kib"]
+    log(f"peak RSS ratio long / base: {ratio:.3f} (target <= 1.05: {'met' if ratio <= 1.05 else 'not met'})")
+    return dict(runs=runs, ratio=ratio)
+
+
 def define_flags():
     flags.DEFINE_integer("size", 513, "Crop size S (16k + 1).")
     flags.DEFINE_string("backbone", "resnet_v1_50_beta", "Backbone of N (deeplab_face BACKBONE_NAMES); the "
@@ -135,6 +235,13 @@ def define_flags():
     flags.DEFINE_enum("flow_resolution", "full", ["full", "half"], "Flow-net input: full or half size.")
     flags.DEFINE_bool("warp_jit", True, "XLA-compile the warp + task_net (non-key) path.")
     flags.DEFINE_integer("seed", 0, "Seed of the random weights and frames.")
+    flags.DEFINE_integer("memory_frames", None, "Memory mode: frames of the base clip (the long one has "
+                         "--memory_factor times more).", lower_bound=1)
+    flags.DEFINE_integer("memory_factor", 10, "Memory mode: length of the long video in base clips.", lower_bound=2)
+    flags.DEFINE_integer("memory_child", None, "(internal) stream this many frames and print MEMORY <json>.",
+                         lower_bound=1)
+    flags.DEFINE_enum("scheduler", "rl", ["rl", "fixed"], "Memory mode: rl (random-weight policy) or fixed.")
+    flags.DEFINE_float("threshold", 0.5, "Memory mode: tau of rl, or K of fixed.", lower_bound=0.0)
 
 
 def main(argv):
@@ -147,7 +254,16 @@ def main(argv):
         akis = [int(a) for a in FLAGS.akis]
     except ValueError:
         raise ConfigError(f"--akis: expected integers, got {FLAGS.akis}") from None
-    run(FLAGS.size, FLAGS.backbone, akis, FLAGS.width, FLAGS.flow_resolution, FLAGS.warp_jit, FLAGS.seed)
+    options = dict(size=FLAGS.size, backbone=FLAGS.backbone, width=FLAGS.width, flow_resolution=FLAGS.flow_resolution,
+                   warp_jit=FLAGS.warp_jit, seed=FLAGS.seed)
+    if FLAGS.memory_child:
+        result = memory_run(FLAGS.memory_child, scheduler=FLAGS.scheduler, threshold=FLAGS.threshold, **options)
+        print("MEMORY " + json.dumps(result), flush=True)
+    elif FLAGS.memory_frames:
+        memory_benchmark(FLAGS.memory_frames, FLAGS.memory_factor, scheduler=FLAGS.scheduler,
+                         threshold=FLAGS.threshold, **options)
+    else:
+        run(akis=akis, **options)
 
 
 if __name__ == "__main__":
