@@ -214,3 +214,17 @@ def test_command_refuses_missing_stages(tmp_path):
     last = proc.stderr.strip().splitlines()[-1]     # (after TensorFlow's start-up lines)
     assert proc.returncode == 2 and last.startswith("error:") and "--checkpoints" in last, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_numeric_flags_are_bounded_and_bad_values_refused_at_parse_time():
+    from absl import flags
+
+    from tests.eval.test_flag_bounds import _has_bound, command_flags
+
+    with command_flags("eval.export") as defined:
+        numeric = [f for f in defined if f.flag_type() in ("int", "float")]
+        assert numeric and all(_has_bound(f) for f in numeric)
+        for bad in ("--threshold=nan", "--threshold=inf", "--flow_resolution=quarter"):
+            with pytest.raises(flags.Error, match=bad.split("=")[0].lstrip("-")):
+                flags.FLAGS(["prog", "--checkpoints=c", "--out=o", bad])
+            flags.FLAGS.unparse_flags()
