@@ -34,18 +34,18 @@ from rl_scheduler.cache import VideoCache  # noqa: E402
 from rl_scheduler.environment import KeyEnvironment, sampled_actions  # noqa: E402
 from rl_scheduler.reinforce import Reinforce  # noqa: E402
 
-flags.DEFINE_integer("crop_size", 65, "Frame size S (65, 129, ... 513).")
+flags.DEFINE_integer("crop_size", 65, "Frame size S (65, 129, ... 513).", lower_bound=33)
 flags.DEFINE_string("backbone", "mobilenet_v2", "Backbone of the (untrained) segmenter N.")
-flags.DEFINE_integer("frames", 120, "Frames of the synthetic video.")
-flags.DEFINE_integer("episode_length", 60, "Frames per episode T (paper: 270).")
-flags.DEFINE_integer("trials", 32, "Trials M per episode.")
-flags.DEFINE_integer("episodes", 8, "Episodes timed (8 = one REINFORCE update; the cache persists).")
-flags.DEFINE_float("kar_limit", 0.14, "KAR limit eta.")
-flags.DEFINE_float("key_prob", 0.1, "Approximate P(key) of the benchmark policy.")
-flags.DEFINE_integer("cache_batch_size", 16, "Frames per compiled call in the cache.")
-flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_integer("frames", 120, "Frames of the synthetic video.", lower_bound=4)
+flags.DEFINE_integer("episode_length", 60, "Frames per episode T (paper: 270).", lower_bound=2)
+flags.DEFINE_integer("trials", 32, "Trials M per episode.", lower_bound=1)
+flags.DEFINE_integer("episodes", 8, "Episodes timed (8 = one REINFORCE update; the cache persists).", lower_bound=1)
+flags.DEFINE_float("kar_limit", 0.14, "KAR limit eta.", lower_bound=1e-4, upper_bound=1.0)
+flags.DEFINE_float("key_prob", 0.1, "Approximate P(key) of the benchmark policy.", lower_bound=1e-4, upper_bound=0.9999)
+flags.DEFINE_integer("cache_batch_size", 16, "Frames per compiled call in the cache.", lower_bound=1)
+flags.DEFINE_integer("seed", 0, "Random seed.", lower_bound=0)
 flags.DEFINE_integer("table_horizon", 40, "Largest key-frame gap of the pair-table path (the tiny preset's "
-                     "credit_horizon).")
+                     "credit_horizon).", lower_bound=1)
 FLAGS = flags.FLAGS
 
 

@@ -227,14 +227,14 @@ def memory_benchmark(base_frames, factor=10, size=129, backbone="resnet_v1_50_be
 
 
 def define_flags():
-    flags.DEFINE_integer("size", 513, "Crop size S (16k + 1).")
+    flags.DEFINE_integer("size", 513, "Crop size S (16k + 1).", lower_bound=17)
     flags.DEFINE_string("backbone", "resnet_v1_50_beta", "Backbone of N (deeplab_face BACKBONE_NAMES); the "
                         "paper's N is resnet_v1_50_beta.")
     flags.DEFINE_list("akis", ["10", "30", "100"], "Key intervals of the dynamic runs.")
-    flags.DEFINE_float("width", 0.375, "FlowNet2-s width multiplier.")
+    flags.DEFINE_float("width", 0.375, "FlowNet2-s width multiplier.", lower_bound=0.01)
     flags.DEFINE_enum("flow_resolution", "full", ["full", "half"], "Flow-net input: full or half size.")
     flags.DEFINE_bool("warp_jit", True, "XLA-compile the warp + task_net (non-key) path.")
-    flags.DEFINE_integer("seed", 0, "Seed of the random weights and frames.")
+    flags.DEFINE_integer("seed", 0, "Seed of the random weights and frames.", lower_bound=0)
     flags.DEFINE_integer("memory_frames", None, "Memory mode: frames of the base clip (the long one has "
                          "--memory_factor times more).", lower_bound=1)
     flags.DEFINE_integer("memory_factor", 10, "Memory mode: length of the long video in base clips.", lower_bound=2)

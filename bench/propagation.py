@@ -29,13 +29,13 @@ flags.DEFINE_string("backbone", "resnet_v1_50_beta", "Segmentation network N (th
 flags.DEFINE_list("sizes", ["513", "129"], "Crop sizes S (16k + 1).")
 flags.DEFINE_list("resolutions", ["full", "half"], "Flow-net input: full (largest multiple of 64 "
                   "<= S) and/or half.")
-flags.DEFINE_float("width", 0.375, "FlowNetS width (0.375 = FlowNet2-s, the paper's F).")
+flags.DEFINE_float("width", 0.375, "FlowNetS width (0.375 = FlowNet2-s, the paper's F).", lower_bound=0.01)
 flags.DEFINE_boolean("warp_jit", True, "XLA-compile the warp + task part of the non-key path "
                      "(DeepFeatureFlow's default; --nowarp_jit for plain tf.function).")
-flags.DEFINE_integer("num_classes", 5, "Classes of N.")
-flags.DEFINE_integer("warmup", 3, "Untimed calls first.")
-flags.DEFINE_integer("runs", 10, "Timed calls (median reported).")
-flags.DEFINE_integer("seed", 0, "Seed of the random weights and frames.")
+flags.DEFINE_integer("num_classes", 5, "Classes of N.", lower_bound=2)
+flags.DEFINE_integer("warmup", 3, "Untimed calls first.", lower_bound=0)
+flags.DEFINE_integer("runs", 10, "Timed calls (median reported).", lower_bound=1)
+flags.DEFINE_integer("seed", 0, "Seed of the random weights and frames.", lower_bound=0)
 
 
 def benchmark(backbone, sizes, resolutions, width=0.375, warp_jit=False, num_classes=5, warmup=3,

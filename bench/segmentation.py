@@ -27,10 +27,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("backbones", list(BACKBONE_NAMES), "Networks to time.")
 flags.DEFINE_list("sizes", ["513", "129"], "Crop sizes S (16k + 1).")
 flags.DEFINE_string("scale_sets", "1.0;1.25,1.75", "Eval-scale sets: ';' between sets.")
-flags.DEFINE_integer("num_classes", 5, "Classes of the logits layer (5 face classes).")
-flags.DEFINE_integer("warmup", 3, "Untimed calls first.")
-flags.DEFINE_integer("runs", 10, "Timed calls (median reported).")
-flags.DEFINE_integer("seed", 0, "Seed of the random weights and the random frame.")
+flags.DEFINE_integer("num_classes", 5, "Classes of the logits layer (5 face classes).", lower_bound=2)
+flags.DEFINE_integer("warmup", 3, "Untimed calls first.", lower_bound=0)
+flags.DEFINE_integer("runs", 10, "Timed calls (median reported).", lower_bound=1)
+flags.DEFINE_integer("seed", 0, "Seed of the random weights and the random frame.", lower_bound=0)
 
 
 def benchmark(backbones, sizes, scale_sets, num_classes=5, warmup=3, runs=10, seed=0):

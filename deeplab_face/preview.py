@@ -105,8 +105,8 @@ def define_flags():
     flags.DEFINE_string("data_dir", None, "A 300VW-format tree or a prepared directory (manifest.json).")
     flags.DEFINE_string("out", "runs/demo/preview.png", "Where to write the PNG sheet.")
     flags.DEFINE_list("videos", None, "Video ids to show (default: all).")
-    flags.DEFINE_integer("frames_per_video", 6, "Frames per row, evenly spaced over each video.")
-    flags.DEFINE_integer("thumb", 128, "Side of one cell in pixels.")
+    flags.DEFINE_integer("frames_per_video", 6, "Frames per row, evenly spaced over each video.", lower_bound=1)
+    flags.DEFINE_integer("thumb", 128, "Side of one cell in pixels.", lower_bound=8)
 
 
 def main(argv):
