@@ -245,8 +245,7 @@ def define_flags():
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.check_command_line(argv)
     FLAGS = flags.FLAGS
     if (FLAGS.size - 1) % 16:
         raise ConfigError(f"--size={FLAGS.size}: must be 16k + 1 (513, 257, 129, 65)")

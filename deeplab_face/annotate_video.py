@@ -188,11 +188,7 @@ def define_flags():
 
 def main(argv):
     FLAGS = flags.FLAGS
-    if len(argv) > 1:
-        raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
-    for name in ("video", "out_dir"):
-        if FLAGS[name].value is None:
-            raise ConfigError(f"--{name}: required")
+    cli.check_command_line(argv, required=("video", "out_dir"))
     annotate_video(FLAGS.video, FLAGS.out_dir, FLAGS.max_frames, FLAGS.predictor, FLAGS.detect_side,
                    log=lambda line: print(line, flush=True))
 

@@ -61,6 +61,18 @@ def parse_flags(argv):
         _exit("error", f"{e} (--helpfull lists every flag)", USAGE_STATUS)
 
 
+def check_command_line(argv, required=()):
+    """A command's main(argv) preamble: no positional arguments, and every flag in `required` given
+    (each a ConfigError, which `run` prints as one line)."""
+    from deeplab_face.errors import ConfigError
+
+    if len(argv) > 1:
+        raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
+    for name in required:
+        if flags.FLAGS[name].value is None:
+            raise ConfigError(f"--{name}: required")
+
+
 def run(main):
     """`app.run(main)`, printing expected failures as one line (module docstring)."""
 

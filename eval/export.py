@@ -201,11 +201,7 @@ def define_flags():
 
 def main(argv):
     FLAGS = flags.FLAGS
-    if len(argv) > 1:
-        raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
-    for name in ("checkpoints", "out"):
-        if FLAGS[name].value is None:
-            raise ConfigError(f"--{name}: required")
+    cli.check_command_line(argv, required=("checkpoints", "out"))
     export(FLAGS.checkpoints, FLAGS.out, FLAGS.rl_stage, FLAGS.threshold, FLAGS.flow_resolution, FLAGS.tflite)
 
 

@@ -378,8 +378,7 @@ def _run(p, segmenter_init, flownet_init, stop_after):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.check_command_line(argv)
     reproduce(FLAGS.workdir, FLAGS.config, FLAGS.data_dir, FLAGS.split_dir, FLAGS.exclude_file,
               FLAGS.segmenter_init, FLAGS.flownet_init, FLAGS.stop_after)
 

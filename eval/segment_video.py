@@ -336,11 +336,7 @@ def define_flags():
 
 def main(argv):
     FLAGS = flags.FLAGS
-    if len(argv) > 1:
-        raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
-    for name in ("video", "checkpoints"):
-        if FLAGS[name].value is None:
-            raise ConfigError(f"--{name}: required")
+    cli.check_command_line(argv, required=("video", "checkpoints"))
     import keras
     keras.utils.set_random_seed(FLAGS.seed)
     segment_video(FLAGS.video, FLAGS.checkpoints, FLAGS.scheduler, FLAGS.output, FLAGS.log, FLAGS.crop,

@@ -152,13 +152,10 @@ class KeyEnvironment:
     def flow_change_scale(self, rng, pairs=1024):
         """1 / std of the motion since the key, m(k, i) - m(k, k + 1), over random pairs within the
         pair table (gaps up to max_gap or credit_horizon): the motion input's `motion_scale`."""
-        horizon = self.max_gap or self.credit_horizon
-        values = []
-        for _ in range(pairs):
-            cache = self.caches[int(rng.integers(len(self.caches)))]
-            gap = int(rng.integers(1, min(horizon, cache.num_frames - 1) + 1))
-            k = int(rng.integers(cache.num_frames - gap))
-            values.append(cache.pair(k, k + gap).flow_magnitude - cache.pair(k, k + 1).flow_magnitude)
+        from rl_scheduler.probe import sample_pairs   # the one random (video, k, i) sampler
+
+        values = [self.caches[c].pair(k, i).flow_magnitude - self.caches[c].pair(k, k + 1).flow_magnitude
+                  for c, k, i in sample_pairs(self.caches, pairs, self.max_gap or self.credit_horizon, rng)]
         std = float(np.std(values))
         return 1.0 / std if std > 1e-9 else 1.0
 

@@ -1,5 +1,4 @@
 """The training stages: files, resume, TensorBoard; and the absl stage functions end to end."""
-import glob
 import json
 import os
 
@@ -11,18 +10,10 @@ from rl_scheduler.schedulers import make_scheduler
 from rl_scheduler.train import train_policy
 from rl_scheduler.train_dvsnet import sample_pairs, train_decision_network
 from tests.rl_scheduler.toy_env import ToyVideoCache
+from tests.tensorboard_events import tensorboard_tags
 
 TOY = dict(episode_length=15, trials=4, episodes_per_update=2, window=10, kar_limit=0.5,
            checkpoint_every=1, validate_every=2, validation_episodes=2, verbose=0)
-
-
-def _tags(root):
-    import tensorflow as tf
-    tags = set()
-    for path in glob.glob(os.path.join(root, "tensorboard", "*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            tags.update(v.tag for v in event.summary.value)
-    return tags
 
 
 def test_policy_stage_files_resume_and_load(tmp_path):
@@ -34,7 +25,7 @@ def test_policy_stage_files_resume_and_load(tmp_path):
     history = json.load(open(os.path.join(root, "history.json")))
     assert len(history) == result["updates"] == 3
     assert {"mean_return", "key_ratio", "entropy", "kar_weight", "lkd_weight"} <= set(history[0])
-    assert {"mean_return", "key_ratio", "entropy", "kar_weight", "lkd_weight", "val_return"} <= _tags(root)
+    assert {"mean_return", "key_ratio", "entropy", "kar_weight", "lkd_weight", "val_return"} <= tensorboard_tags(root)
     # resuming continues from the checkpoint: the first updates are not redone
     train_policy(root, caches, [], episodes=10, **TOY)
     resumed = json.load(open(os.path.join(root, "history.json")))
@@ -48,7 +39,7 @@ def test_policy_stage_files_resume_and_load(tmp_path):
     assert stage["deviation_shape"] == [2, 2, 4] and stage["training"]["kar_limit"] == 0.5
     # the deployed threshold is the validated operating point, and the key price resumed with the policy
     assert stage["operating_threshold"] in [float(t) for t in __import__("rl_scheduler.config").config.VALIDATION_TAUS]
-    assert {"val_quality", "val_tau", "completed", "key_price"} <= set(resumed[-1]) | _tags(root)
+    assert {"val_quality", "val_tau", "completed", "key_price"} <= set(resumed[-1]) | tensorboard_tags(root)
     assert resumed[3]["key_price"] > 0 and len(resumed[-1]["lkd_histogram"]) == 9
     scheduler = make_scheduler("rl", policy=policy)
     obs = dict(conv6=caches[0].pair(0, 1).conv6, conv6_1=caches[0].pair(0, 1).conv6_1,
@@ -71,7 +62,7 @@ def test_decision_network_learns_the_confidence_target(tmp_path):
     net = load_dvsnet(root)
     predicted = np.asarray(net(x[256:], training=False))[:, 0]
     assert np.mean(np.abs(predicted - y[256:])) == pytest.approx(result["best_val_mae"], rel=1e-3)
-    assert {"loss", "val_mae"} <= _tags(root)
+    assert {"loss", "val_mae"} <= tensorboard_tags(root)
 
 
 def test_sample_pairs_respects_max_gap():
@@ -149,7 +140,7 @@ def test_interrupted_run_keeps_its_curve_and_resume_appends(tmp_path, monkeypatc
         train_policy(root, caches, [], episodes=10, **options)
     history = json.load(open(os.path.join(root, "history.json")))
     assert [row["update"] for row in history] == [1, 2, 3]          # written every update
-    assert {"mean_return", "key_ratio", "entropy", "kar_weight", "lkd_weight"} <= _tags(root)
+    assert {"mean_return", "key_ratio", "entropy", "kar_weight", "lkd_weight"} <= tensorboard_tags(root)
     monkeypatch.setattr(train.Reinforce, "update", real_update)
     train_policy(root, caches, [], episodes=10, **options)        # resumes from update 2's checkpoint
     resumed = json.load(open(os.path.join(root, "history.json")))

@@ -11,6 +11,7 @@ from rl_scheduler.dvsnet_decision import build_decision_network, fold_standardis
 from rl_scheduler.schedulers import make_scheduler
 from rl_scheduler.train_dvsnet import (
     pearson, regression_metrics, sample_pairs, spearman, train_decision_network)
+from tests.tensorboard_events import tensorboard_tags
 
 METRICS = ("best_val_mae", "val_mae", "val_mae_constant", "val_pearson", "val_spearman")
 
@@ -27,15 +28,6 @@ def _face_like_pairs(n, seed=0):
     return x.astype(np.float32), y.astype(np.float32)
 
 
-def _tags(root):
-    import glob
-    import tensorflow as tf
-    tags = set()
-    for path in glob.glob(os.path.join(root, "tensorboard", "*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            tags.update(v.tag for v in event.summary.value)
-    return tags
-
 
 def test_decision_network_fits_a_known_confidence_function(tmp_path):
     x, y = _face_like_pairs(450)
@@ -51,7 +43,7 @@ def test_decision_network_fits_a_known_confidence_function(tmp_path):
     assert stage["training"]["normalize_targets"] is config.DVSNET_NORMALIZE_TARGETS
     history = json.load(open(os.path.join(root, "history.json")))
     assert len(history) == 12 and min(h["val_mae"] for h in history) == pytest.approx(result["val_mae"], rel=1e-3)
-    assert {"loss", "val_mae", "val_mae_constant", "val_pearson", "val_spearman"} <= _tags(root)
+    assert {"loss", "val_mae", "val_mae_constant", "val_pearson", "val_spearman"} <= tensorboard_tags(root)
 
 
 @pytest.mark.parametrize("normalize_inputs", [False, True])
