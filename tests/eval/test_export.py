@@ -186,8 +186,8 @@ def test_tflite_conversion_matches_or_is_recorded(exported, clip):
     assert set(info["tflite"]) == {"key", "propagate", "decide"}
     for name, result in info["tflite"].items():
         assert result.startswith("ok") == os.path.isfile(os.path.join(out, "tflite", f"{name}.tflite")), result
-    if not (info["tflite"]["key"].startswith("ok") and info["tflite"]["propagate"].startswith("ok")):
-        pytest.skip(f"TFLite: {info['tflite']}")
+    # all three converted with builtin ops when this was written (README): a failure is a regression
+    assert info["tflite"]["key"].startswith("ok") and info["tflite"]["propagate"].startswith("ok"), info["tflite"]
     saved = tf.saved_model.load(out).signatures
 
     def lite(name):
