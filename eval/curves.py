@@ -28,14 +28,23 @@ DEFAULT_TARGET_AKIS = (2, 5, 10, 25, 50, 100, 150, 200)
 
 
 # -- the decision loop ------------------------------------------------------------------------------
-def _pair(cache, k, i):
-    """cache.pair(k, i); on a miss, prefetch (k, i..i+B-1) in one batch: until the next key every
-    frame pairs with k, and pairs left unused are reused by other runs."""
+def _pair(cache, k, i, ahead=None):
+    """cache.pair(k, i); on a miss, prefetch (k, i..i+n-1) in one batch: until the next key every
+    frame pairs with k, and pairs left unused are reused by other runs. n = `ahead` (at most the
+    cache's batch; None: the batch)."""
     has_pair = getattr(cache, "has_pair", None)
     if has_pair is not None and not has_pair(k, i):
         batch = int(getattr(cache, "batch_size", 1))
-        cache.prefetch_pairs([(k, j) for j in range(i, min(i + batch, cache.num_frames))])
+        n = batch if ahead is None else max(1, min(batch, int(ahead)))
+        cache.prefetch_pairs([(k, j) for j in range(i, min(i + n, cache.num_frames))])
     return cache.pair(k, i)
+
+
+def _lookahead(frames_seen, keys_seen):
+    """Pairs worth computing ahead on a miss: about one key interval of this run so far. A key at
+    every 2nd frame uses 2 pairs of a batch of 8, and each unused pair costs a FlowNet forward
+    (~10 ms a pair at S = 129 on the 2-core CPU, the bulk of a pair's cost)."""
+    return int(math.ceil(frames_seen / max(keys_seen, 1)))
 
 
 def run_decisions(cache, scheduler, num_classes=None, keep_masks=False):
@@ -53,19 +62,20 @@ def run_decisions(cache, scheduler, num_classes=None, keep_masks=False):
     masks = [] if keep_masks else None
     observe = needs_observation(scheduler)
     scheduler.reset()
-    k = 0
+    k, key_count = 0, 0
     for i in range(frames):
         observation = {"frame_index": i}
         if i > 0 and observe:
-            pair = _pair(cache, k, i)
+            pair = _pair(cache, k, i, _lookahead(i, key_count))
             observation.update(conv6=pair.conv6, conv6_1=pair.conv6_1, flow_magnitude=pair.flow_magnitude)
         is_key, score = scheduler.decide(observation)
         scheduler.record(is_key)
         is_key = bool(is_key) or i == 0
         if is_key:
             entry, k = cache.key(i), i
+            key_count += 1
         else:
-            entry = _pair(cache, k, i)
+            entry = _pair(cache, k, i, _lookahead(i, key_count))
         keys[i], scores[i], frame_miou[i] = is_key, score, entry.miou
         if confusion is not None and entry.confusion is not None:
             confusion += entry.confusion

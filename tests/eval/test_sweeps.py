@@ -43,6 +43,20 @@ def test_cached_decisions_equal_the_runtime_and_pairs_are_computed_once(tiny_dff
     assert cache.pair_computations == pairs
 
 
+def test_dense_keys_compute_about_one_interval_ahead(tiny_dff, video):
+    """A key every 2nd frame needs 6 pairs over 13 frames; prefetching a whole batch (4) at each miss
+    would compute 24, one key interval ahead computes at most 2 per key."""
+    from rl_scheduler.cache import VideoCache
+    from rl_scheduler.schedulers import make_scheduler
+
+    images, labels = video
+    cache = VideoCache(tiny_dff, images, labels, num_classes=NUM_CLASSES, batch_size=4)
+    run = sweeps.run_decisions(cache, make_scheduler("fixed", threshold=2), NUM_CLASSES)
+    assert np.flatnonzero(run["keys"]).tolist() == list(range(0, 13, 2))
+    assert {(i - 1, i) for i in range(1, 13, 2)} <= set(cache._pairs)
+    assert 6 <= cache.pair_computations <= 12
+
+
 def test_model_time_fps_formula():
     stage_ms = {"flow": 5.0, "key": 40.0, "warp_task": 3.0, "policy": {"rl": 1.0, "fixed": 0.1}}
     keys = [np.array([1, 0, 0, 1, 0], bool)]
