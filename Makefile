@@ -23,8 +23,10 @@ install-annotate: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) -m eval.reproduce --workdir=runs/demo --config=tiny
 
+# One worker per core, a whole test file per worker (module fixtures such as the smoke run are built once).
+TEST_WORKERS ?= auto
 test: $(VENV)/.installed
-	$(PY) -m pytest tests
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
 
 clean:
 	rm -rf runs/demo .pytest_cache
