@@ -16,10 +16,17 @@ skips it. A process that meets a video locked by a live process moves on, and at
 until the others' tables are there. Should two processes ever fill one video (a lock taken over in
 the instant its owner died), both write the same table atomically: time is lost, nothing else.
 
-Cost (measured; README "Pair tables"): a pair takes 1,790 bytes at S = 129 (the tiny preset, half
-flow resolution: a 1x1x384 conv6_1 tap, 1,536 bytes, plus a 5x5 int64 confusion matrix and four
-scores); at S = 513 with full flow resolution the tap is 8x8x384 float32 (98,304 bytes), about
-98.5 KB a pair with one tap. See `COST_NOTE` for the time and the 300VW projection.
+Cost (measured on this project's 2-core CPU VM while other jobs shared it, load ~5; `<video>.json`
+records each table's): the tiny preset's video 008 (200 frames, S = 129, half flow resolution,
+conv6_1 1x1x384, horizon 40: 7,180 pairs) takes 12.85 MB, 1,790 bytes a pair, and 272 s wall /
+~150 CPU-s (21 CPU-ms a pair); the table is bit-identical to the one its RL stage wrote. At S = 513
+(paper preset: resnet_v1_50_beta N, FlowNet2-s 3/8 at full flow resolution, an 8x8x384 tap) a pair
+takes 98,664 bytes and ~0.64 CPU-s (1.21 s wall under that load), N ~2.9 CPU-s a frame; a frame
+with horizon 40 costs ~28.5 CPU-s. 300VW set B (50 videos of 1,000-3,000 frames: 50k-150k frames,
+2-6 M pairs at horizon 40) projects to 200-590 GB and 400-1,200 CPU-hours (horizon 60: 300-890 GB,
+570-1,700 CPU-hours); half flow resolution (a 4x4x384 tap, ~25 KB a pair) cuts the disk by 4. A
+table is held in memory while it is filled (and the RL stage holds its videos' tables): 12 GB for
+a 3,000-frame video at S = 513, horizon 40.
 """
 import json
 import os
