@@ -90,7 +90,14 @@ def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KA
     build_args = dict(deviation_shape=list(env.deviation_shape()), activation=activation,
                       deviation_size=list(deviation_size) if deviation_size else None,
                       feature_norm=feature_norm == "standardize", expert_size=env.expert_size)
-    with strategy.scope():   # variables (mirrored under a strategy) and the optimizer bound to it
+    # the loop's bookkeeping stays plain host variables (MultiWorkerMirrored cannot broadcast a string)
+    step = tf.Variable(0, dtype=tf.int64)
+    best_quality = tf.Variable(-np.inf, dtype=tf.float64)
+    best_tau = tf.Variable(float(tau), dtype=tf.float64)
+    price = tf.Variable(0.0, dtype=tf.float64)   # the key price lambda (dual variable) resumes too
+    # the state sample's numpy RNG runs across updates: its state resumes too (JSON of bit_generator.state)
+    sample_rng = tf.Variable("", dtype=tf.string)
+    with strategy.scope():   # the policy's variables (mirrored under a strategy) and the optimizer bound to it
         policy = build_policy(**build_args, key_bias=budget_key_bias(kar_limit) if key_bias_init == "budget" else 0.0)
         if build_args["feature_norm"]:   # fitted on training pairs inside the table (a resume restores the same)
             from rl_scheduler.probe import pair_features, sample_pairs
@@ -101,12 +108,6 @@ def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KA
                           eps_clip=eps_clip, tau=tau, state_sample=state_sample, seed=seed,
                           key_price=key_price, target_rate=kar_limit, strategy=strategy)
         agent.optimizer.build(policy.trainable_variables)  # slots exist before a restore
-        step = tf.Variable(0, dtype=tf.int64)
-        best_quality = tf.Variable(-np.inf, dtype=tf.float64)
-        best_tau = tf.Variable(float(tau), dtype=tf.float64)
-        price = tf.Variable(0.0, dtype=tf.float64)   # the key price lambda (dual variable) resumes too
-        # the state sample's numpy RNG runs across updates: its state resumes too (JSON of bit_generator.state)
-        sample_rng = tf.Variable("", dtype=tf.string)
         ckpt = tf.train.Checkpoint(step=step, model=policy, optimizer=agent.optimizer, best_return=best_quality,
                                    best_tau=best_tau, key_price=price, sample_rng=sample_rng)
         manager = checkpoint_manager(ckpt, os.path.join(root_dir, "ckpt"))
