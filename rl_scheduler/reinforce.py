@@ -8,7 +8,16 @@ with G_i the return-to-go (gamma) or the full return, b_i the mean over the OTHE
 active at the same step (leave-one-out, default; or over all of them, or 0), H the mean entropy over visited states and
 Omega = -H (bonus, A3C) or 1/H (reciprocal). Actions are sampled with P(key)
 clipped to [1 - eps, eps]; the gradient uses the policy's own log pi.
+
+Under a tf.distribute strategy with several replicas (issue 11) the update's episodes are split
+over the replicas in contiguous blocks; each replica's loss keeps the GLOBAL normalisers (1/B and
+the 1/N of the entropy term), so the replicas' gradients sum to the one-device gradient: the
+strategy sum-reduces them and the optimizer applies the sum once. Rollouts stay in the host
+process: on several workers every worker collects the same episodes (one seed) and differentiates
+its own block.
 """
+import math
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -16,6 +25,7 @@ import tensorflow as tf
 from rl_scheduler import config
 from rl_scheduler.environment import sampled_actions, threshold_actions
 from rl_scheduler.policy import compiled_forward, expert_weights
+from rl_scheduler.replicas import per_replica
 
 _LOG_EPS = 1e-8
 
@@ -83,6 +93,19 @@ def entropy(key_prob):
     return -(p * np.log(p) + (1 - p) * np.log(1 - p))
 
 
+def fixed_interval_quality(env, starts, interval):
+    """Mean per-frame mIoU of keys every `interval` frames on the episodes `starts` (a reference
+    for the validation numbers: DFF's fixed schedule at the budget's rate)."""
+    total, frames = 0.0, 0
+    for video, start in starts:
+        cache = env.caches[video]
+        for i in range(start + 1, start + env.length_for(video)):
+            k = start + (i - start) // interval * interval
+            total += cache.key(i).miou if k == i else cache.pair(k, i).miou
+            frames += 1
+    return total / max(frames, 1)
+
+
 class Tf1RMSprop(keras.optimizers.RMSprop):
     """RMSProp as `tf.compat.v1.train.RMSPropOptimizer` (§4.2: RMSProp, lr 1e-3): decay 0.9 and
     the mean-square accumulator starting at 1, not 0.
@@ -108,7 +131,7 @@ class Reinforce:
                  baseline=config.DEFAULT_OPTIONS["baseline"], eps_clip=config.EPSILON,
                  tau=config.TAU, optimizer=None, max_chunk=2048, state_sample=None, seed=0,
                  key_price=config.DEFAULT_OPTIONS["key_price"], target_rate=None,
-                 price_step=config.KEY_PRICE_STEP):
+                 price_step=config.KEY_PRICE_STEP, strategy=None):
         config.check_choice("entropy_form", entropy_form)
         config.check_choice("return_mode", return_mode)
         config.check_choice("baseline", baseline)
@@ -137,6 +160,11 @@ class Reinforce:
         self.optimizer = optimizer or Tf1RMSprop(learning_rate)
         self._forward = compiled_forward(policy)   # the schedulers' compiled forward, shared
         self._chunk_gradients = tf.function(self._chunk_gradients_graph, reduce_retracing=True)
+        # strategy: the one the policy and optimizer were built under (None: TensorFlow's default).
+        # Build this object inside its scope: the Keras optimizer binds the strategy it is created in.
+        self.strategy = strategy
+        self._replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+        self._replica_step = tf.function(self._replica_step_graph, reduce_retracing=True)
 
     # -- acting ------------------------------------------------------------------
     def policy_fn(self, deviation, expert):
@@ -223,19 +251,10 @@ class Reinforce:
             d_omega = -1.0
         else:                                   # Omega = 1 / H
             d_omega = -1.0 / max(mean_entropy, 1e-6) ** 2
-        total_loss = 0.0
-        grads_sum = [tf.zeros_like(v) for v in self.policy.trainable_variables]
-        for begin in range(0, len(states), self.max_chunk):
-            chunk = states[begin:begin + self.max_chunk]
-            size = _bucket(len(chunk), self.max_chunk)
-            deviation, expert, actions, weights = self._gather(
-                episodes, per_episode, chunk, size, trajectories)
-            entropy_weights = np.zeros(size, np.float32)
-            entropy_weights[:len(chunk)] = self.entropy_coef * d_omega / len(states)
-            loss, grads = self._chunk_gradients(deviation, expert, actions, weights, entropy_weights)
-            total_loss += float(loss)
-            grads_sum = [a + b for a, b in zip(grads_sum, grads)]
+        total_loss, entropy_weight = 0.0, self.entropy_coef * d_omega / max(len(states), 1)
         if states:
+            gradients = self._replica_gradients if self._replicas > 1 else self._device_gradients
+            total_loss, grads_sum = gradients(episodes, per_episode, states, trajectories, entropy_weight)
             self.optimizer.apply_gradients(zip(grads_sum, self.policy.trainable_variables))
         kar_weight, lkd_weight = expert_weights(self.policy)
         acted = sum(int(e.active.sum()) for e in episodes)
@@ -255,6 +274,61 @@ class Reinforce:
                     mean_lkd=float(distances.mean()) if len(distances) else 0.0,
                     max_lkd=int(distances.max()) if len(distances) else 0, lkd_histogram=histogram,
                     key_price=float(self.env.key_price))
+
+    def _device_gradients(self, episodes, per_episode, states, trajectories, entropy_weight):
+        """(loss, gradient) of `states` on one device, in chunks of at most max_chunk states."""
+        total_loss = 0.0
+        grads_sum = [tf.zeros_like(v) for v in self.policy.trainable_variables]
+        for begin in range(0, len(states), self.max_chunk):
+            chunk = states[begin:begin + self.max_chunk]
+            size = _bucket(len(chunk), self.max_chunk)
+            deviation, expert, actions, weights = self._gather(
+                episodes, per_episode, chunk, size, trajectories)
+            entropy_weights = np.zeros(size, np.float32)
+            entropy_weights[:len(chunk)] = entropy_weight
+            loss, grads = self._chunk_gradients(deviation, expert, actions, weights, entropy_weights)
+            total_loss += float(loss)
+            grads_sum = [a + b for a, b in zip(grads_sum, grads)]
+        return total_loss, grads_sum
+
+    def _replica_gradients(self, episodes, per_episode, states, trajectories, entropy_weight):
+        """(loss, gradient) of `states` with the episodes split over the replicas (module doc).
+
+        Rounds of one chunk per replica, all padded to one bucketed size (zero weights: padding
+        adds exact zeros), so every replica runs the same compiled shape; an out-of-work replica
+        gets an all-padding chunk. The call must run outside `strategy.scope()` (as the training
+        loop does): the Keras optimizer then applies the reduced gradient in cross-replica context.
+        """
+        blocks = np.array_split(np.arange(len(episodes)), self._replicas)
+        replica_of = {int(n): r for r, block in enumerate(blocks) for n in block}
+        shares = [[s for s in states if replica_of[s[0]] == r] for r in range(self._replicas)]
+        rounds = max(math.ceil(len(share) / self.max_chunk) for share in shares)
+        total_loss, grads_sum = 0.0, None
+        for r in range(rounds):
+            chunks = [share[r * self.max_chunk:(r + 1) * self.max_chunk] for share in shares]
+            size = _bucket(max(len(c) for c in chunks), self.max_chunk)
+            inputs = [self._gather(episodes, per_episode, chunk, size, trajectories) if chunk else None
+                      for chunk in chunks]
+            shape = next(x[0].shape for x in inputs if x is not None)
+            replica_inputs = []
+            for chunk, x in zip(chunks, inputs):
+                if x is None:
+                    x = (np.zeros(shape, np.float32), np.zeros((size, episodes[0].expert.shape[-1]), np.float32),
+                         np.zeros(size, np.float32), np.zeros(size, np.float32))
+                entropy_weights = np.zeros(size, np.float32)
+                entropy_weights[:len(chunk)] = entropy_weight
+                replica_inputs.append(x + (entropy_weights,))
+            loss, grads = self._replica_step(per_replica(self.strategy, replica_inputs))
+            total_loss += float(loss)
+            grads_sum = grads if grads_sum is None else [a + b for a, b in zip(grads_sum, grads)]
+        return total_loss, grads_sum
+
+    def _replica_step_graph(self, values):
+        """Each replica's chunk gradient, SUM-reduced over the replicas (and workers) by the strategy."""
+        loss, grads = self.strategy.run(self._chunk_gradients_graph, args=values)
+        total = tf.distribute.ReduceOp.SUM
+        return (self.strategy.reduce(total, loss, axis=None),
+                [self.strategy.reduce(total, g, axis=None) for g in grads])
 
     def _gather(self, episodes, per_episode, chunk, size, trajectories):
         groups = {}

@@ -13,11 +13,17 @@ Writes `<root>/tensorboard` (mean return, key ratio, entropy, KAR / LKD weights,
 validation return; flushed every update), `<root>/ckpt` (resumable), `history.json` (one row per
 update, rewritten after each, for Fig. 3), `best.weights.h5`, and finally `config.json`,
 `final.weights.h5`, `DONE`.
+
+`--strategy` (deeplab_face.distribute): the policy, its optimizer and the checkpoint are built under
+the strategy's scope and each update's episodes are split over its replicas (rl_scheduler.reinforce);
+only the chief writes the stage folder. Pair tables: rl_scheduler.pair_tables (filled beforehand in
+parallel by its command, or here when missing).
 """
 import json
 import math
 import os
-import time
+import shutil
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -27,14 +33,16 @@ import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
 from deeplab_face import atomic, cli  # noqa: E402
+from deeplab_face.distribute import define_strategy_flag, is_chief, write_dir  # noqa: E402
 from deeplab_face.errors import ConfigError  # noqa: E402
 from deeplab_face.stage import checkpoint_manager, restore_latest, write_done  # noqa: E402
 from deeplab_face.train import scalar_summary  # noqa: E402
-from rl_scheduler import config  # noqa: E402
+from rl_scheduler import config, pair_tables  # noqa: E402
 from rl_scheduler.cache import load_dff, load_video_caches  # noqa: E402
 from rl_scheduler.environment import KeyEnvironment  # noqa: E402
 from rl_scheduler.policy import budget_key_bias, build_policy, fit_deviation_norm  # noqa: E402
-from rl_scheduler.reinforce import Reinforce  # noqa: E402
+from rl_scheduler.reinforce import Reinforce, fixed_interval_quality  # noqa: E402
+from rl_scheduler.replicas import resolve_strategy  # noqa: E402
 
 D = config.DEFAULT_OPTIONS
 
@@ -51,9 +59,13 @@ def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KA
                  eps_clip=D["eps_clip"], tau=D["tau"], kar_input=D["kar_input"], lkd_input=D["lkd_input"],
                  key_bias_init=D["key_bias_init"], reward_credit=D["reward_credit"],
                  credit_horizon=config.CREDIT_HORIZON, key_price=D["key_price"], state_sample=None,
-                 feature_norm=D["feature_norm"], motion_input=D["motion_input"], verbose=1):
-    """REINFORCE on caches (VideoCache or any object with its interface); see the module doc."""
-    hparams = {k: v for k, v in locals().items() if k not in ("root_dir", "train_caches", "val_caches")}
+                 feature_norm=D["feature_norm"], motion_input=D["motion_input"], strategy="default", verbose=1):
+    """REINFORCE on caches (VideoCache or any object with its interface); see the module doc.
+
+    strategy: a name of deeplab_face.distribute.STRATEGIES or a tf.distribute.Strategy."""
+    hparams = {k: v for k, v in locals().items() if k not in ("root_dir", "train_caches", "val_caches", "strategy")}
+    strategy, hparams["strategy"] = resolve_strategy(strategy)
+    chief_dir, root_dir = root_dir, write_dir(root_dir, strategy)   # a non-chief writes a scratch folder
     if episodes < 1 or episodes_per_update < 1 or trials < 1:
         raise ConfigError("--episodes, --episodes_per_update and --trials must be >= 1")
     if not 0.0 < kar_limit <= 1.0:
@@ -78,26 +90,30 @@ def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KA
     build_args = dict(deviation_shape=list(env.deviation_shape()), activation=activation,
                       deviation_size=list(deviation_size) if deviation_size else None,
                       feature_norm=feature_norm == "standardize", expert_size=env.expert_size)
-    policy = build_policy(**build_args, key_bias=budget_key_bias(kar_limit) if key_bias_init == "budget" else 0.0)
-    if build_args["feature_norm"]:   # fitted on training pairs inside the table (a resume restores the same)
-        from rl_scheduler.probe import pair_features, sample_pairs
-        pairs = sample_pairs(train_caches, 1024, credit_horizon, np.random.default_rng([seed, 7]))
-        fit_deviation_norm(policy, pair_features(train_caches, pairs, deviation_tap))
-    agent = Reinforce(policy, env, learning_rate=learning_rate, entropy_coef=entropy_coef, gamma=gamma,
-                      entropy_form=entropy_form, return_mode=return_mode, baseline=baseline,
-                      eps_clip=eps_clip, tau=tau, state_sample=state_sample, seed=seed,
-                      key_price=key_price, target_rate=kar_limit)
-    agent.optimizer.build(policy.trainable_variables)  # slots exist before a restore
+    # the loop's bookkeeping stays plain host variables (MultiWorkerMirrored cannot broadcast a string)
     step = tf.Variable(0, dtype=tf.int64)
     best_quality = tf.Variable(-np.inf, dtype=tf.float64)
     best_tau = tf.Variable(float(tau), dtype=tf.float64)
     price = tf.Variable(0.0, dtype=tf.float64)   # the key price lambda (dual variable) resumes too
     # the state sample's numpy RNG runs across updates: its state resumes too (JSON of bit_generator.state)
     sample_rng = tf.Variable("", dtype=tf.string)
-    ckpt = tf.train.Checkpoint(step=step, model=policy, optimizer=agent.optimizer, best_return=best_quality,
-                               best_tau=best_tau, key_price=price, sample_rng=sample_rng)
-    manager = checkpoint_manager(ckpt, os.path.join(root_dir, "ckpt"))
-    if restore_latest(ckpt, manager):
+    with strategy.scope():   # the policy's variables (mirrored under a strategy) and the optimizer bound to it
+        policy = build_policy(**build_args, key_bias=budget_key_bias(kar_limit) if key_bias_init == "budget" else 0.0)
+        if build_args["feature_norm"]:   # fitted on training pairs inside the table (a resume restores the same)
+            from rl_scheduler.probe import pair_features, sample_pairs
+            pairs = sample_pairs(train_caches, 1024, credit_horizon, np.random.default_rng([seed, 7]))
+            fit_deviation_norm(policy, pair_features(train_caches, pairs, deviation_tap))
+        agent = Reinforce(policy, env, learning_rate=learning_rate, entropy_coef=entropy_coef, gamma=gamma,
+                          entropy_form=entropy_form, return_mode=return_mode, baseline=baseline,
+                          eps_clip=eps_clip, tau=tau, state_sample=state_sample, seed=seed,
+                          key_price=key_price, target_rate=kar_limit, strategy=strategy)
+        agent.optimizer.build(policy.trainable_variables)  # slots exist before a restore
+        ckpt = tf.train.Checkpoint(step=step, model=policy, optimizer=agent.optimizer, best_return=best_quality,
+                                   best_tau=best_tau, key_price=price, sample_rng=sample_rng)
+        manager = checkpoint_manager(ckpt, os.path.join(root_dir, "ckpt"))
+        restored = restore_latest(ckpt, manager)
+    # the loop runs outside the scope: Reinforce applies its reduced gradient in cross-replica context
+    if restored:
         env.key_price, agent._price_started = float(price.numpy()), int(step.numpy()) > 0
         if sample_rng.numpy():
             agent._sample_rng.bit_generator.state = json.loads(sample_rng.numpy().decode())
@@ -160,6 +176,8 @@ def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KA
                         operating_threshold=float(best_tau.numpy()), training=hparams)
     write_json(os.path.join(root_dir, "config.json"), stage_config)
     write_done(root_dir, "done\n")
+    if root_dir != chief_dir:   # a non-chief worker's files were only needed while it ran
+        shutil.rmtree(root_dir, ignore_errors=True)
     last = history[-1] if history else {}
     return dict(updates=updates, best_val_quality=float(best_quality.numpy()),
                 operating_threshold=float(best_tau.numpy()), val_fixed_quality=val_fixed,
@@ -168,31 +186,22 @@ def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KA
                 first_mean_return=history[0]["mean_return"] if history else None)
 
 
-def fixed_interval_quality(env, starts, interval):
-    """Mean per-frame mIoU of keys every `interval` frames on the episodes `starts` (a reference
-    for the validation numbers: DFF's fixed schedule at the budget's rate)."""
-    total, frames = 0.0, 0
-    for video, start in starts:
-        cache = env.caches[video]
-        for i in range(start + 1, start + env.length_for(video)):
-            k = start + (i - start) // interval * interval
-            total += cache.key(i).miou if k == i else cache.pair(k, i).miou
-            frames += 1
-    return total / max(frames, 1)
-
-
 def train_eval(root_dir, prepared_dir, segmenter_dir, flownet_dir, train_videos, val_videos,
                kar_limit=config.DEFAULT_KAR_LIMIT, reward="eq1", episodes=config.EPISODES,
                episode_length=config.EPISODE_LENGTH_300VW, trials=config.TRIALS,
                episodes_per_update=config.EPISODES_PER_UPDATE, learning_rate=config.LEARNING_RATE,
                entropy_coef=config.ENTROPY_COEF, gamma=config.GAMMA, seed=0, checkpoint_every=10,
                flow_resolution="full", cache_batch_size=8, pair_cache_capacity=2_048,
-               max_frames_in_memory=config.MAX_FRAMES_IN_MEMORY, pair_table_dir=None, log=print, **options):
+               max_frames_in_memory=config.MAX_FRAMES_IN_MEMORY, pair_table_dir=None, strategy="default",
+               log=print, **options):
     """The stage function (docs/interfaces.md): frozen N and F, one cache per video, REINFORCE.
 
     pair_table_dir: where each video's pair table (every pair up to `credit_horizon` frames apart,
       computed in batched passes) is kept as `<video>.npz`; stages that share it (one RL stage
       per KAR limit) compute each table once. None: tables are computed in memory, not kept.
+      Finished tables (`python -m rl_scheduler.pair_tables`) are only read; a missing one is filled
+      here, claimed as that command does, so stages and commands running at once share the work.
+    strategy: deeplab_face.distribute's `--strategy` (a name) or a tf.distribute.Strategy.
     """
     if not train_videos:
         raise ConfigError("--train_videos: at least one scheduler-training video is needed")
@@ -207,16 +216,18 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, flownet_dir, train_videos,
     val_ids = [str(v) for v in val_videos or ()]
     caches = dict(zip(train_ids + val_ids, load_video_caches(dff, prepared_dir, train_ids + val_ids,
                                                              **cache_options)))
-    for video_id, cache in caches.items():
+    for cache in caches.values():
         cache.pair_capacity = None   # the table and what trials add to it stay (a few KB a pair)
-        fill_pair_table(cache, horizon, pair_table_dir and os.path.join(pair_table_dir, f"{video_id}.npz"),
-                        log=log, name=video_id)
+    pair_tables.attach_tables(caches, pair_table_dir, horizon, (tap,), flow_resolution, log=log)
     train_caches, val_caches = [caches[v] for v in train_ids], [caches[v] for v in val_ids]
+    strategy, _ = resolve_strategy(strategy)
     result = train_policy(root_dir, train_caches, val_caches, kar_limit=kar_limit, reward=reward,
                           episodes=episodes, episode_length=episode_length, trials=trials,
                           episodes_per_update=episodes_per_update, learning_rate=learning_rate,
                           entropy_coef=entropy_coef, gamma=gamma, seed=seed,
-                          checkpoint_every=checkpoint_every, **options)
+                          checkpoint_every=checkpoint_every, strategy=strategy, **options)
+    if not is_chief(strategy):   # the chief writes the probes and the stage's config
+        return result
     result["probe"] = write_probes(root_dir, train_caches, val_caches or train_caches, tap, horizon, seed)
     stage = read_json(os.path.join(root_dir, "config.json"), {})
     stage["training"].update(prepared_dir=prepared_dir, segmenter_dir=segmenter_dir, flownet_dir=flownet_dir,
@@ -224,19 +235,6 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, flownet_dir, train_videos,
                              val_videos=list(map(str, val_videos or ())), flow_resolution=flow_resolution)
     write_json(os.path.join(root_dir, "config.json"), stage)
     return result
-
-
-def fill_pair_table(cache, horizon, path=None, log=print, name=""):
-    """Load the cache's pair table from `path` (another stage may have written it), compute the
-    pairs up to `horizon` it lacks (batched), and write it back when any were added."""
-    if path and os.path.exists(path):
-        log(f"pair table {name}: {cache.load_table(path)} pairs from {path}")
-    start = time.perf_counter()
-    count = cache.prefetch_gaps(horizon, log=log)
-    log(f"pair table {name}: {count} pairs added (gaps 1-{horizon}) in {time.perf_counter() - start:.1f} s")
-    if path and count:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        cache.save_table(path)
 
 
 def write_probes(root_dir, train_caches, held_out_caches, tap, horizon, seed):
@@ -336,6 +334,8 @@ def define_flags():
                          "Most (key, current) pair results kept per video (each holds the policy's "
                          "Conv6 tap: 124 KB at 513 px, so 2,048 entries are about 250 MB a video; least recently used go first).",
                          lower_bound=1)
+    define_strategy_flag()
+    flags.adopt_module_key_flags(sys.modules[define_strategy_flag.__module__])   # --strategy in --help
 
 
 def define_stage_flags(root_help, train_help, val_help):
@@ -403,7 +403,7 @@ def main(argv):
         lkd_input=FLAGS.lkd_input, key_bias_init=FLAGS.key_bias_init, reward_credit=FLAGS.reward_credit,
         credit_horizon=FLAGS.credit_horizon, key_price=FLAGS.key_price, state_sample=FLAGS.state_sample or None,
         feature_norm=FLAGS.feature_norm, motion_input=FLAGS.motion_input,
-        pair_table_dir=FLAGS.pair_table_dir)
+        pair_table_dir=FLAGS.pair_table_dir, strategy=FLAGS.strategy)
     print(json.dumps(result, indent=1))
 
 

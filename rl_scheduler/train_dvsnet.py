@@ -28,11 +28,17 @@ Writes `<root>/tensorboard` (loss, val_mae, val_mae_constant, val_pearson, val_s
 `<root>/ckpt` (resumable every `checkpoint_every` epochs), `history.json` (one row per epoch),
 `best.weights.h5` (the training network), and finally `config.json`, `final.weights.h5` (the best epoch,
 folded: raw conv6_1 -> percent), `DONE`.
+
+`--strategy` (deeplab_face.distribute): the network, Adam and the checkpoint are built under the
+strategy's scope; each batch (the global batch) is split across the replicas, each replica's loss
+is its squared errors over the GLOBAL batch size (so the replicas' losses sum to the batch mean) and
+Keras all-reduces the gradients; only the chief writes the stage folder.
 """
-import collections
 import json
 import math
 import os
+import shutil
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -43,142 +49,21 @@ import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
 from deeplab_face import atomic, cli  # noqa: E402
+from deeplab_face.distribute import define_strategy_flag, write_dir  # noqa: E402
 from deeplab_face.stage import checkpoint_manager, restore_latest, seed_states, write_done  # noqa: E402
-from deeplab_face.errors import ConfigError, DataError  # noqa: E402
-from rl_scheduler import config  # noqa: E402
+from deeplab_face.errors import ConfigError  # noqa: E402
+from rl_scheduler import config, pair_tables  # noqa: E402
 from rl_scheduler.cache import load_dff, load_video_caches  # noqa: E402
 from rl_scheduler.dvsnet_decision import build_decision_network, fold_standardisation  # noqa: E402
 import rl_scheduler.train as rl_scheduler_train  # noqa: E402
 from rl_scheduler.train import (  # noqa: E402
     checked_stage_flags, define_stage_flags, read_json, register_size_validator, scalar_summary, write_json)
+from rl_scheduler.replicas import mse_step, resolve_strategy  # noqa: E402
 
-VAL_MAX_GAP = 9  # imagesval_10_list: key 0-9 frames before the current frame
-GAP_SAMPLINGS = ("pairs", "log_uniform")
-GAP_BUCKETS = ((0, 5), (6, 20), (21, 60), (61, None))   # val MAE per key distance (reported)
-
-
-def sample_pairs(num_frames, max_gap, count, rng, gap_sampling="pairs", exclude=()):
-    """(k, i) pairs with 0 <= i - k <= max_gap: all of them, or `count` drawn without replacement.
-
-    gap_sampling "pairs" (DVSNet): every pair equally likely, gap 0 included, so gaps are about
-    uniform (T - g pairs have gap g). "log_uniform": gaps 1..max_gap with P(g) proportional to
-    log((g + 1) / g) (log g uniform), the frame uniform among those with that gap; gap 0 (the key
-    itself, target 100 %) is left out: the scheduler never decides on it. `exclude`: pairs not drawn
-    (validation pairs disjoint from the training pairs of a video in both lists).
-    """
-    if gap_sampling not in GAP_SAMPLINGS:
-        raise ConfigError(f"--gap_sampling: {gap_sampling!r} is not one of {', '.join(GAP_SAMPLINGS)}")
-    min_gap = 1 if gap_sampling == "log_uniform" else 0
-    excluded = set(exclude)
-    pairs = [(i - g, i) for i in range(num_frames) for g in range(min_gap, max_gap + 1)
-             if i - g >= 0 and (i - g, i) not in excluded]
-    if count is None or count >= len(pairs):
-        return pairs
-    if gap_sampling == "pairs":
-        chosen = rng.choice(len(pairs), count, replace=False)
-    else:
-        gaps = np.asarray([i - k for k, i in pairs], np.float64)
-        per_gap = np.bincount(gaps.astype(np.int64))
-        weights = np.log1p(1.0 / gaps) / per_gap[gaps.astype(np.int64)]
-        chosen = rng.choice(len(pairs), count, replace=False, p=weights / weights.sum())
-    return [pairs[j] for j in sorted(chosen)]
-
-
-def prefetch_in_key_blocks(cache, pairs):
-    """`cache.prefetch_pairs(pairs)` in blocks of descending key frames, each touching fewer frames
-    than the cache keeps feature maps of, so that N runs once per frame.
-
-    One call with every pair first runs N on every frame, keeping the last `feature_capacity`
-    feature maps only, and then runs N again on the evicted key frames (measured at S=129: 395 N
-    passes for a 200-frame video, the stage's largest cost). With blocks taken from the latest key
-    frame down, a block's key frames are later than no frame met before, so they are new: their
-    features are computed in the block and used before they can be evicted.
-    """
-    capacity = getattr(cache, "feature_capacity", None)
-    if capacity is None:
-        cache.prefetch_pairs(pairs)
-        return
-    limit = max(int(capacity) - int(getattr(cache, "batch_size", 1)), 2)
-    by_key = collections.defaultdict(list)
-    for k, i in pairs:
-        by_key[k].append(i)
-    block, frames = [], set()
-    for k in sorted(by_key, reverse=True):
-        new = {k, *by_key[k]}
-        if block and len(frames | new) > limit:
-            cache.prefetch_pairs(block)
-            block, frames = [], set()
-        block += [(k, i) for i in by_key[k]]
-        frames |= new
-    if block:
-        cache.prefetch_pairs(block)
-
-
-def pair_dataset(caches, max_gap, pairs_per_video, rng, deviation_tap="conv6_1", gap_sampling="pairs",
-                 exclude=None):
-    """(X (n, h, w, c) float32, y (n,) float32 percent, gaps (n,) int32, pairs per cache).
-
-    exclude: {id(cache): pairs} left out of that cache's draw. Computed once, batched."""
-    xs, ys, gaps, drawn = [], [], [], []
-    for cache in caches:
-        pairs = sample_pairs(cache.num_frames, max_gap, pairs_per_video, rng, gap_sampling,
-                             (exclude or {}).get(id(cache), ()))
-        prefetch_in_key_blocks(cache, pairs)
-        for k, i in pairs:
-            entry = cache.pair(k, i)
-            xs.append(getattr(entry, deviation_tap)[0])
-            ys.append(100.0 * entry.agreement)   # DVSNet's target is in percent
-            gaps.append(i - k)
-        drawn.append(pairs)
-    if not xs:
-        return np.zeros((0, 1, 1, 1), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int32), drawn
-    return np.stack(xs).astype(np.float32), np.asarray(ys, np.float32), np.asarray(gaps, np.int32), drawn
-
-
-def pearson(a, b):
-    """Pearson correlation; None when either side is constant (or fewer than 2 values)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if len(a) < 2 or np.std(a) == 0 or np.std(b) == 0:
-        return None
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-def _ranks(values):
-    """Ranks with ties averaged (as scipy.stats.rankdata)."""
-    values = np.asarray(values, np.float64)
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values), np.float64)
-    ranks[order] = np.arange(len(values), dtype=np.float64)
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=ranks)
-    return sums[inverse] / counts[inverse]
-
-
-def spearman(a, b):
-    """Spearman rank correlation (Pearson of the tie-averaged ranks); None when undefined."""
-    if len(a) < 2:
-        return None
-    return pearson(_ranks(a), _ranks(b))
-
-
-def regression_metrics(predicted, target, constant, gaps=None):
-    """MAE, the constant predictor's MAE, Pearson and Spearman of `predicted` against `target`."""
-    predicted, target = np.asarray(predicted, np.float64), np.asarray(target, np.float64)
-    metrics = dict(val_mae=float(np.mean(np.abs(predicted - target))),
-                   val_mae_constant=float(np.mean(np.abs(constant - target))),
-                   val_pearson=pearson(predicted, target), val_spearman=spearman(predicted, target))
-    if gaps is not None:
-        gaps = np.asarray(gaps)
-        by_gap = {}
-        for low, high in GAP_BUCKETS:
-            inside = (gaps >= low) & (gaps <= (np.inf if high is None else high))
-            name = f"{low}-{high}" if high is not None else f"{low}+"
-            by_gap[name] = (dict(pairs=int(inside.sum()), mae=float(np.mean(np.abs(predicted - target)[inside])),
-                                 mean_target=float(np.mean(target[inside])),
-                                 mean_predicted=float(np.mean(predicted[inside])))
-                            if inside.any() else None)   # empty sets are null (DESIGN.md)
-        metrics["val_by_gap"] = by_gap
-    return metrics
+# the data side lives in dvsnet_pairs; re-exported here, where tests and callers import them
+from rl_scheduler.dvsnet_pairs import (  # noqa: E402,F401
+    GAP_BUCKETS, GAP_SAMPLINGS, VAL_MAX_GAP, pair_dataset, pearson, prefetch_in_key_blocks, regression_metrics,
+    sample_pairs, spearman)
 
 
 def _leaky(x):
@@ -194,8 +79,10 @@ def train_decision_network(root_dir, train_data, val_data, epochs=config.DVSNET_
                            normalize_inputs=config.DVSNET_NORMALIZE_INPUTS,
                            dropout_rate=config.DVSNET_DROPOUT_RATE,
                            checkpoint_every=config.DVSNET_CHECKPOINT_EVERY,
-                           calibrate_output=config.DVSNET_CALIBRATE_OUTPUT, log=None):
+                           calibrate_output=config.DVSNET_CALIBRATE_OUTPUT, strategy="default", log=None):
     """MSE regression of the confidence score; keeps the best epoch by validation MAE.
+
+    strategy: a name of deeplab_face.distribute.STRATEGIES or a tf.distribute.Strategy (module doc).
 
     calibrate_output (with normalize_targets): after each epoch, the output's scale and offset are
     refitted by least squares on the training pairs (z ~ a * net(x) + b, closed form); validation,
@@ -219,6 +106,8 @@ def train_decision_network(root_dir, train_data, val_data, epochs=config.DVSNET_
     if not 0.0 <= dropout_rate < 1.0:
         raise ConfigError(f"--dropout_rate: must be in [0, 1), got {dropout_rate}")
     start = time.time()
+    strategy, strategy_name = resolve_strategy(strategy)
+    chief_dir, root_dir = root_dir, write_dir(root_dir, strategy)   # a non-chief writes a scratch folder
     keras.utils.set_random_seed(seed)
     os.makedirs(root_dir, exist_ok=True)
     build_args = dict(deviation_shape=list(x_train.shape[1:]),
@@ -232,8 +121,6 @@ def train_decision_network(root_dir, train_data, val_data, epochs=config.DVSNET_
         input_scale = np.where(rms > 1e-6, rms, 1.0).astype(np.float32)   # dead channels stay as they are
         x_train, x_val = x_train / input_scale, x_val / input_scale
     z_train = (y_train - target_mean) / target_std
-    model = build_decision_network(**build_args, dropout_rate=dropout_rate,
-                                   score_activation=not normalize_targets)
     constant = float(np.mean(y_train))
     calibrate = bool(calibrate_output and normalize_targets)
 
@@ -242,25 +129,23 @@ def train_decision_network(root_dir, train_data, val_data, epochs=config.DVSNET_
         return _leaky(y) if normalize_targets else y   # as the folded network computes it
 
     steps_per_epoch = math.ceil(len(x_train) / batch_size)
-    schedule = keras.optimizers.schedules.ExponentialDecay(
-        learning_rate, decay_steps=steps_per_epoch, decay_rate=lr_decay, staircase=True)  # x0.99 per epoch
-    optimizer = keras.optimizers.Adam(schedule)
-    optimizer.build(model.trainable_variables)
-    epoch = tf.Variable(0, dtype=tf.int64)
-    best_mae = tf.Variable(np.inf, dtype=tf.float64)
-    best_calibration = tf.Variable([1.0, 0.0], dtype=tf.float64)   # (a, b) of the kept epoch
-    ckpt = tf.train.Checkpoint(step=epoch, model=model, optimizer=optimizer, best_mae=best_mae,
-                               best_calibration=best_calibration, seed_states=seed_states(model))
-    manager = checkpoint_manager(ckpt, os.path.join(root_dir, "ckpt"))
-    restore_latest(ckpt, manager)
+    with strategy.scope():   # variables (mirrored under a strategy) and the optimizer bound to it
+        model = build_decision_network(**build_args, dropout_rate=dropout_rate,
+                                       score_activation=not normalize_targets)
+        schedule = keras.optimizers.schedules.ExponentialDecay(
+            learning_rate, decay_steps=steps_per_epoch, decay_rate=lr_decay, staircase=True)  # x0.99 per epoch
+        optimizer = keras.optimizers.Adam(schedule)
+        optimizer.build(model.trainable_variables)
+        epoch = tf.Variable(0, dtype=tf.int64)
+        best_mae = tf.Variable(np.inf, dtype=tf.float64)
+        best_calibration = tf.Variable([1.0, 0.0], dtype=tf.float64)   # (a, b) of the kept epoch
+        seeds = seed_states(model)
+        ckpt = tf.train.Checkpoint(step=epoch, model=model, optimizer=optimizer, best_mae=best_mae,
+                                   best_calibration=best_calibration, seed_states=seeds)
+        manager = checkpoint_manager(ckpt, os.path.join(root_dir, "ckpt"))
+        restore_latest(ckpt, manager)
 
-    @tf.function(reduce_retracing=True)
-    def train_step(x, z):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(model(x, training=True)[:, 0] - z))
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
+    step = mse_step(strategy, model, optimizer, seeds)   # split over the replicas when several
 
     @tf.function(reduce_retracing=True)
     def predict(x):
@@ -289,7 +174,7 @@ def train_decision_network(root_dir, train_data, val_data, epochs=config.DVSNET_
     while int(epoch.numpy()) < epochs:
         current = int(epoch.numpy())
         order = np.random.default_rng([seed, current]).permutation(len(x_train))
-        losses = [float(train_step(x_train[b], z_train[b]))
+        losses = [float(step(x_train[b], z_train[b]))
                   for b in (order[s:s + batch_size] for s in range(0, len(order), batch_size))]
         a, b = fit_calibration()
         metrics = regression_metrics(to_percent(a * predict_z(x_val) + b), y_val, constant)
@@ -341,7 +226,7 @@ def train_decision_network(root_dir, train_data, val_data, epochs=config.DVSNET_
         seconds=time.time() - start)
     write_json(os.path.join(root_dir, "config.json"),
                dict(build_args, deviation_tap=deviation_tap,
-                    training=dict(extra_config or {}, epochs=epochs, batch_size=batch_size,
+                    training=dict(extra_config or {}, epochs=epochs, batch_size=batch_size, strategy=strategy_name,
                                   learning_rate=learning_rate, lr_decay=lr_decay, seed=seed,
                                   normalize_targets=normalize_targets, normalize_inputs=normalize_inputs,
                                   dropout_rate=dropout_rate, calibrate_output=calibrate,
@@ -350,6 +235,8 @@ def train_decision_network(root_dir, train_data, val_data, epochs=config.DVSNET_
                                   input_scale_mean=None if input_scale is None else float(np.mean(input_scale))),
                     metrics={k: v for k, v in result.items() if k != "seconds"}))
     write_done(root_dir, "done\n")
+    if root_dir != chief_dir:   # a non-chief worker's files were only needed while it ran
+        shutil.rmtree(root_dir, ignore_errors=True)
     if log is not None:
         log(f"dvsnet: val MAE {metrics['val_mae']:.2f} (constant {metrics['val_mae_constant']:.2f}), "
             f"Pearson {_fmt(metrics['val_pearson'])}, Spearman {_fmt(metrics['val_spearman'])}, "
@@ -371,7 +258,8 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, flownet_dir, train_videos,
                normalize_targets=config.DVSNET_NORMALIZE_TARGETS,
                normalize_inputs=config.DVSNET_NORMALIZE_INPUTS,
                dropout_rate=config.DVSNET_DROPOUT_RATE, checkpoint_every=config.DVSNET_CHECKPOINT_EVERY,
-               pair_table_dir=None, calibrate_output=config.DVSNET_CALIBRATE_OUTPUT, log=None):
+               pair_table_dir=None, calibrate_output=config.DVSNET_CALIBRATE_OUTPUT, strategy="default",
+               log=None):
     """The stage function (docs/interfaces.md). Without val_videos, 10% of the training pairs validate.
 
     val_max_gap: None = the training pairs' max_gap and gap_sampling (DVSNet's val list: 9, with
@@ -379,6 +267,7 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, flownet_dir, train_videos,
     disjoint from its training pairs (a warning is logged: such a validation is optimistic).
     pair_table_dir: where the RL stages keep `<video>.npz` pair tables (rl_scheduler.train); a
     video's table, when there, is read (never written) so its pairs cost no FlowNet pass.
+    strategy: deeplab_face.distribute's `--strategy` (a name) or a tf.distribute.Strategy.
     """
     if not train_videos:
         raise ConfigError("--train_videos: at least one video is needed")
@@ -399,14 +288,7 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, flownet_dir, train_videos,
         log(f"dvsnet: validation video(s) {', '.join(shared)} also train (pairs disjoint, same frames): "
             "the validation MAE is optimistic")
     for video_id, cache in by_id.items():
-        path = pair_table_dir and os.path.join(pair_table_dir, f"{video_id}.npz")
-        if path and os.path.exists(path):
-            try:
-                loaded = cache.load_table(path)
-            except DataError as e:
-                loaded = f"none ({e})"
-            if log is not None:
-                log(f"dvsnet: pair table {video_id}: {loaded} pairs read from {path}")
+        pair_tables.read_table(cache, pair_table_dir, video_id, log=log and (lambda line: log(f"dvsnet: {line}")))
     train_data = pair_dataset(train_caches, max_gap, pairs_per_video, rng, gap_sampling=gap_sampling)
     if val_ids:
         val_caches = [by_id[v] for v in val_ids]
@@ -435,7 +317,7 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, flownet_dir, train_videos,
                                     deviation_size=deviation_size, verbose=verbose, extra_config=extra,
                                     normalize_targets=normalize_targets, normalize_inputs=normalize_inputs,
                                     dropout_rate=dropout_rate, checkpoint_every=checkpoint_every,
-                                    calibrate_output=calibrate_output, log=log)
+                                    calibrate_output=calibrate_output, strategy=strategy, log=log)
     result.update(pair_seconds=pair_seconds, seconds=time.time() - start)
     return result
 
@@ -484,6 +366,8 @@ def define_flags():
     flags.DEFINE_list("deviation_size", [],
                       "Resize conv6_1 to h,w first (DVSNet regions: 4,8; empty: native).")
     register_size_validator("deviation_size")
+    define_strategy_flag()
+    flags.adopt_module_key_flags(sys.modules[define_strategy_flag.__module__])   # --strategy in --help
 
 
 def main(argv):
@@ -499,7 +383,7 @@ def main(argv):
         val_max_gap=FLAGS.val_max_gap, lr_decay=FLAGS.lr_decay, normalize_targets=FLAGS.normalize_targets,
         normalize_inputs=FLAGS.normalize_inputs, dropout_rate=FLAGS.dropout_rate,
         checkpoint_every=FLAGS.checkpoint_every, pair_table_dir=FLAGS.pair_table_dir,
-        calibrate_output=FLAGS.calibrate_output, log=print)
+        calibrate_output=FLAGS.calibrate_output, strategy=FLAGS.strategy, log=print)
     print(json.dumps(result, indent=1))
 
 
