@@ -48,7 +48,7 @@ def test_a_mirrored_step_is_the_one_device_step(tiny_prepared, tmp_path):
     prepared, videos = tiny_prepared
     (frozen,) = run_check(tmp_path, [dict(stage="segmenter", args=[prepared, videos], kwargs=dict(
         backbone="mobilenet_v2", crop_size=65, steps=1, seed=1, learning_rate=0.1, checkpoint_every=0,
-        batch_size=2, fine_tune_batch_norm=False))])
+        batch_size=2, fine_tune_batch_norm=False))], timeout=600)
     assert_same_step(frozen, EXACT_ORDER_TOLERANCE)
 
 
