@@ -14,8 +14,18 @@ statistics; `bn_momentum` (default: 0.99 from scratch, the family's own value wh
 checkpoint) sets the decay used during training. It is not a weight: checkpoints stay compatible.
 
 Resumable: `<workdir>/ckpt` holds model, optimizer and the step counter (kill -9 safe: a restart
-restores the latest checkpoint and continues from its step). When done, writes `config.json`
-(build_segmenter arguments), `final.weights.h5`, `hparams.json` and `DONE`.
+restores the latest checkpoint and continues from its step). When done, writes `hparams.json`, then
+`config.json` (build_segmenter arguments), `final.weights.h5` and `DONE` (stage.finish_stage).
+
+`--strategy` (deeplab_face.distribute): `--batch_size` is the global batch, split across the
+replicas; the loss is the global batch's pixel mean (training.replica_share) and the strategy sums
+the gradients, so a step equals the one-device step on the same batch when batch norm is frozen
+(inference mode, the default when fine-tuning a checkpoint with a batch below 12). Fine-tuned batch
+norm differs: Keras 3's BatchNormalization normalises each replica's part of the batch with that
+part's own statistics, and each replica updates its own copy of the moving statistics (the chief's
+first replica's are the ones saved). Its `synchronized=True` (global-batch statistics) is not used:
+its all-reduces, traced in each replica's gradient, were issued in different orders by the two
+replicas and failed (measured: "Shape mismatch in the collective instance").
 """
 import json
 import os
@@ -27,38 +37,19 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
-from deeplab_face import cli  # noqa: E402
-from deeplab_face import atomic  # noqa: E402
-from deeplab_face.stage import clear_done, resumable_checkpoint, write_done  # noqa: E402
-from deeplab_face.data import tfrecords  # noqa: E402
+from deeplab_face import atomic, cli, distribute  # noqa: E402
+from deeplab_face.stage import clear_done, finish_stage  # noqa: E402
 from deeplab_face.data.masks import NUM_CLASSES  # noqa: E402
 from deeplab_face.errors import ConfigError  # noqa: E402
 from deeplab_face.evaluate import dataset_miou, make_predictor, read_manifest  # noqa: E402
+# (scalar_summary is also what rl_scheduler.train still imports from here)
+from deeplab_face.training import (pixel_cross_entropy, replica_regularization, replica_share,  # noqa: E402
+                                   resolve_videos, scalar_summary, valid_pixels)
 
 LEARNING_POWER = 0.9  # DeepLab poly schedule
 MOMENTUM = 0.9
 BN_FINE_TUNE_MIN_BATCH = 12  # DeepLab: fine-tuning batch norm needs a batch >= 12
 SCRATCH_BN_MOMENTUM = 0.99  # batch-norm decay for from-scratch runs (module docstring)
-
-
-def resolve_videos(prepared_dir, train_videos, val_videos):
-    """Video id lists; empty train_videos = every manifest video not in val_videos."""
-    _, videos = read_manifest(prepared_dir)
-    val_videos = [str(v) for v in val_videos or ()]
-    train_videos = [str(v) for v in train_videos or ()] or [v for v in sorted(videos)
-                                                              if v not in val_videos]
-    for flag, ids in (("--train_videos", train_videos), ("--val_videos", val_videos)):
-        missing = [v for v in ids if v not in videos]
-        if missing:
-            raise ConfigError(f"{flag}: {missing} not in {prepared_dir}/manifest.json")
-    if not train_videos:
-        raise ConfigError(f"--train_videos: no training videos left in {prepared_dir}")
-    return train_videos, val_videos
-
-
-def scalar_summary(name, value, step):
-    """One TensorBoard scalar on the default summary writer (shared by every training command)."""
-    tf.summary.scalar(name, float(value), step=int(step))
 
 
 def poly_learning_rate(step, base, steps, power=LEARNING_POWER):
@@ -79,17 +70,6 @@ def decayed_kernels(model):
                                 keras.layers.Dense)):
             kernels.append(layer.kernel)
     return kernels
-
-
-def pixel_cross_entropy(logits, labels, num_classes):
-    """Mean softmax cross-entropy over pixels whose label is a class (IGNORE_LABEL 255 and any
-    other id outside [0, num_classes) are left out)."""
-    labels = tf.cast(labels, tf.int32)
-    valid = tf.logical_and(labels >= 0, labels < num_classes)
-    safe = tf.where(valid, labels, tf.zeros_like(labels))
-    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe, logits=logits)
-    weights = tf.cast(valid, losses.dtype)
-    return tf.reduce_sum(losses * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
 
 
 def set_batch_norm_trainable(model, trainable):
@@ -162,7 +142,7 @@ def train_eval(root_dir, prepared_dir, train_videos, val_videos=(), backbone="re
                checkpoint_every=500, learning_power=LEARNING_POWER, momentum=MOMENTUM,
                eval_every=0, num_classes=NUM_CLASSES, split="decoder", fine_tune_batch_norm=None,
                augment=True, val_max_frames=None, verbose=1, bn_momentum=None, head=None,
-               last_layers_contain_logits_only=True):
+               last_layers_contain_logits_only=True, strategy="default"):
     """Trains N into `root_dir` (resuming from `root_dir/ckpt`); returns its final numbers.
 
     eval_every: validation mIoU every so many steps (0: only at the end; needs val_videos).
@@ -170,62 +150,74 @@ def train_eval(root_dir, prepared_dir, train_videos, val_videos=(), backbone="re
     head: DeepLab-V3+ head options (build_segmenter; config.json records them resolved).
     reinit_logits / last_layers_contain_logits_only: how init_checkpoint is imported
     (init_import_mode; reinit_logits is TF DeepLab's `not initialize_last_layer`).
+    strategy: "default", "mirrored", "multi_worker" or a tf.distribute.Strategy (module docstring);
+    batch_size is the global batch. Only the chief writes root_dir's files.
     """
     import deeplab_face
     if steps < 1 or batch_size < 1:
         raise ConfigError(f"--steps={steps} / --batch_size={batch_size}: must be positive")
+    strategy = distribute.strategy_of(strategy)
+    chief, out_dir = distribute.is_chief(strategy), distribute.write_dir(root_dir, strategy)
     keras.utils.set_random_seed(seed)
     train_videos, val_videos = resolve_videos(prepared_dir, train_videos, val_videos)
-    model = deeplab_face.build_segmenter(backbone, num_classes, crop_size, output_stride, split,
-                                         **(head or {}))
-    if fine_tune_batch_norm is None:
-        fine_tune_batch_norm = batch_size >= BN_FINE_TUNE_MIN_BATCH or not init_checkpoint
-    set_batch_norm_trainable(model, fine_tune_batch_norm)
-    if bn_momentum is None and not init_checkpoint:
-        bn_momentum = SCRATCH_BN_MOMENTUM
-    if bn_momentum is not None:
-        for layer in model._flatten_layers(include_self=False):
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = float(bn_momentum)
-    logits_model = model.logits_model  # frames -> upsampled logits (the softmax's input)
-    variables = model.trainable_variables
-    kernels = decayed_kernels(model)
-    optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
-    optimizer.build(variables)
-
-    step, manager, restored = resumable_checkpoint(root_dir, model=model, optimizer=optimizer)
-    init_report = None
-    if not restored and init_checkpoint:
-        init_report = _import_init_checkpoint(model, init_checkpoint, reinit_logits,
-                                              last_layers_contain_logits_only)
+    with strategy.scope():
+        model = deeplab_face.build_segmenter(backbone, num_classes, crop_size, output_stride, split,
+                                             **(head or {}))
+        if fine_tune_batch_norm is None:
+            fine_tune_batch_norm = batch_size >= BN_FINE_TUNE_MIN_BATCH or not init_checkpoint
+        set_batch_norm_trainable(model, fine_tune_batch_norm)   # per replica: module docstring
+        if bn_momentum is None and not init_checkpoint:
+            bn_momentum = SCRATCH_BN_MOMENTUM
+        if bn_momentum is not None:
+            for layer in model._flatten_layers(include_self=False):
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.momentum = float(bn_momentum)
+        logits_model = model.logits_model  # frames -> upsampled logits (the softmax's input)
+        variables = model.trainable_variables
+        kernels = decayed_kernels(model)
+        optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
+        optimizer.build(variables)
+        step, manager, restored = distribute.resumable_checkpoint(root_dir, strategy, model=model,
+                                                                  optimizer=optimizer)
+        init_report = None
+        if not restored and init_checkpoint:
+            init_report = _import_init_checkpoint(model, init_checkpoint, reinit_logits,
+                                                  last_layers_contain_logits_only)
     start_step = int(step.numpy())
     saved_step = start_step if restored else None
-    if start_step < steps:
+    if start_step < steps and chief:
         clear_done(root_dir)  # training on past a finished stage
+
+    def replica_step(images, labels):   # one replica's part of the global batch
+        with tf.GradientTape() as tape:
+            logits = logits_model(images, training=True)
+            pixels = tf.reduce_sum(tf.cast(valid_pixels(labels, num_classes), tf.float32))
+            loss = pixel_cross_entropy(logits, labels, num_classes) * replica_share(pixels)
+            decay = weight_decay * tf.add_n([tf.nn.l2_loss(k) for k in kernels]) if kernels else 0.0
+            total = loss + replica_regularization(decay)
+        grads = tape.gradient(total, variables)
+        optimizer.apply_gradients(zip(grads, variables))   # all-reduces (sums) the gradients
+        return loss, total
 
     @tf.function
     def train_step(images, labels):
         lr = poly_learning_rate(step, learning_rate, steps, learning_power)
         optimizer.learning_rate.assign(lr)
-        with tf.GradientTape() as tape:
-            logits = logits_model(images, training=True)
-            loss = pixel_cross_entropy(logits, labels, num_classes)
-            decay = weight_decay * tf.add_n([tf.nn.l2_loss(k) for k in kernels]) if kernels else 0.0
-            total = loss + decay
-        grads = tape.gradient(total, variables)
-        optimizer.apply_gradients(zip(grads, variables))
+        loss, total = (strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+                       for value in strategy.run(replica_step, args=(images, labels)))
         step.assign_add(1)
         return loss, total, lr
 
-    writer = tf.summary.create_file_writer(os.path.join(root_dir, "tensorboard"))
+    writer = tf.summary.create_file_writer(os.path.join(out_dir, "tensorboard"))
     # A resumed run continues the same data stream at its step: bit-identical to an uninterrupted run.
-    dataset = training_dataset(prepared_dir, train_videos, batch_size, seed, crop_size, augment=augment,
-                               skip_batches=start_step)
+    dataset = distribute.distribute_dataset(strategy, training_dataset(
+        prepared_dir, train_videos, batch_size, seed, crop_size, augment=augment, skip_batches=start_step))
     progbar = keras.utils.Progbar(steps, verbose=verbose, stateful_metrics=["lr"])
     loss = total = float("nan")
     val_miou = None
 
-    if val_videos:  # single scale, predictions compared at the prepared labels' size
+    val_videos_here = val_videos if chief else []   # the workers' models are the chief's
+    if val_videos_here:  # single scale, predictions compared at the prepared labels' size
         size, _ = read_manifest(prepared_dir)
         predict = make_predictor(model, (1.0,), False, (size, size))
 
@@ -253,15 +245,19 @@ def train_eval(root_dir, prepared_dir, train_videos, val_videos=(), backbone="re
         if checkpoint_every and current % checkpoint_every == 0:
             manager.save(checkpoint_number=current)
             saved_step = current
-        if eval_every and val_videos and current % eval_every == 0 and current < steps:
+        if eval_every and val_videos_here and current % eval_every == 0 and current < steps:
             val_miou = validate()
     if saved_step != int(step.numpy()):
         manager.save(checkpoint_number=int(step.numpy()))
-    if val_videos:
+    if val_videos_here:
         val_miou = validate()
     writer.flush()
+    results = dict(step=int(step.numpy()), resumed_from_step=start_step, loss=loss,
+                   total_loss=total, val_miou=val_miou)
+    if not chief:
+        distribute.remove_scratch(root_dir, strategy)
+        return results
 
-    atomic.write_json(os.path.join(root_dir, "config.json"), model.segmenter_args, indent=2)
     hparams = dict(train_videos=train_videos, val_videos=val_videos, batch_size=batch_size,
                    steps=steps, learning_rate=learning_rate, learning_power=learning_power,
                    momentum=momentum, weight_decay=weight_decay, init_checkpoint=init_checkpoint,
@@ -271,13 +267,11 @@ def train_eval(root_dir, prepared_dir, train_videos, val_videos=(), backbone="re
                        "mode", "loaded", "head", "reinitialised", "head_differences",
                        "unverified")},
                    seed=seed, fine_tune_batch_norm=fine_tune_batch_norm,
-                   bn_momentum=bn_momentum,
-                   augment=augment, prepared_dir=os.path.abspath(prepared_dir))
+                   bn_momentum=bn_momentum, augment=augment,
+                   strategy=distribute.strategy_name(strategy),
+                   replicas=strategy.num_replicas_in_sync, prepared_dir=os.path.abspath(prepared_dir))
     atomic.write_json(os.path.join(root_dir, "hparams.json"), hparams, indent=2)
-    atomic.save_weights(model, os.path.join(root_dir, "final.weights.h5"))
-    results = dict(step=int(step.numpy()), resumed_from_step=start_step, loss=loss,
-                   total_loss=total, val_miou=val_miou)
-    write_done(root_dir, json.dumps(atomic.jsonable(results)))
+    finish_stage(root_dir, model, model.segmenter_args, done_text=json.dumps(atomic.jsonable(results)))
     return results
 
 
@@ -312,7 +306,8 @@ def define_flags():
                          "ASPP module, one summed logits conv per atrous rate).")
     flags.DEFINE_boolean("aspp_with_separable_conv", True, "Separable atrous ASPP branches.")
     flags.DEFINE_boolean("decoder_use_separable_conv", True, "Separable decoder convolutions.")
-    flags.DEFINE_integer("batch_size", 8, "Frames per step.", lower_bound=1)
+    flags.DEFINE_integer("batch_size", 8, "Frames per step: the global batch, split across the "
+                         "replicas under --strategy.", lower_bound=1)
     flags.DEFINE_integer("steps", 30000, "Training steps (the poly schedule reaches 0 here).", lower_bound=1)
     flags.DEFINE_float("learning_rate", 7e-3, "Base learning rate of the poly schedule.", lower_bound=0.0)
     flags.DEFINE_float("learning_power", LEARNING_POWER, "Poly schedule power.", lower_bound=0.0)
@@ -343,6 +338,7 @@ def define_flags():
                          lower_bound=0)
     flags.DEFINE_integer("val_max_frames", None, "At most this many frames per validation video.",
                          lower_bound=1)
+    distribute.define_strategy_flag()
     flags.mark_flags_as_required(["workdir", "prepared_dir"])
 
 def head_flags():
@@ -365,6 +361,7 @@ def head_flags():
 
 def main(argv):
     del argv
+    strategy = distribute.make_strategy(FLAGS.strategy)   # first: multi_worker needs a fresh runtime
     results = train_eval(
         FLAGS.workdir, FLAGS.prepared_dir, FLAGS.train_videos, FLAGS.val_videos,
         backbone=FLAGS.backbone, crop_size=FLAGS.crop_size, output_stride=FLAGS.output_stride,
@@ -376,8 +373,8 @@ def main(argv):
         learning_power=FLAGS.learning_power, momentum=FLAGS.momentum, eval_every=FLAGS.eval_every,
         split=FLAGS.split, augment=FLAGS.augment, val_max_frames=FLAGS.val_max_frames,
         fine_tune_batch_norm={"auto": None, "true": True, "false": False}[FLAGS.fine_tune_batch_norm],
-        bn_momentum=FLAGS.bn_momentum)
-    print(json.dumps(results))
+        bn_momentum=FLAGS.bn_momentum, strategy=strategy)
+    print(json.dumps(results), flush=True)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ cropped as prepare_300vw crops them (deeplab_face.data.synthetic_flow_gt; non-oc
 Resumable (`<root_dir>/ckpt`: F, optimizer, step; the "before" numbers are kept in
 `pretrain_before.json`). When done, writes the stage the other trainings write (`config.json` =
 build_flownet arguments, `final.weights.h5`, `hparams.json`, `DONE`), so `flownet2s.load_flownet`
-loads it.
+loads it. `--strategy` (deeplab_face.distribute): `--batch_size` is the global batch, split across
+the replicas (each replica's loss weighted by its share of the examples, gradients summed); only the
+chief measures the AEE and writes the stage.
 """
 import json
 import os
@@ -41,10 +43,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
-from deeplab_face import atomic, cli  # noqa: E402
+from deeplab_face import atomic, cli, distribute  # noqa: E402
 from deeplab_face.errors import CheckpointError, ConfigError  # noqa: E402
-from deeplab_face.stage import clear_done, finish_stage, resumable_checkpoint  # noqa: E402
-from deeplab_face.train import scalar_summary  # noqa: E402
+from deeplab_face.stage import clear_done, finish_stage  # noqa: E402
+from deeplab_face.training import replica_share, scalar_summary  # noqa: E402
 from flownet2s.dff import resize_align_corners  # noqa: E402
 from flownet2s.model import (DEFAULT_NORMALIZATION, FLOW_SCALE, FLOWNET2_S_WIDTH, INPUT_MULTIPLE,  # noqa: E402
                              MULTISCALE_LEVELS, NORMALIZATIONS, build_flownet, scale_head_layer_names)
@@ -113,19 +115,26 @@ def flow_variables(flow_net):
     return [v for layer in flow_net.layers if layer.name not in skip for v in layer.trainable_variables]
 
 
-def make_train_step(flow_net, optimizer, weights=FLOW_LOSS_WEIGHTS):
+def make_train_step(flow_net, optimizer, weights=FLOW_LOSS_WEIGHTS, strategy=None):
     """One compiled Adam step on (key, current, targets); returns (loss, training AEE at
-    predict_flow2 in input pixels). `flow_net` is built with multiscale=True."""
+    predict_flow2 in input pixels). `flow_net` is built with multiscale=True. Under `strategy`
+    (default: the current one) the inputs are distributed batches (distribute.distribute_dataset)."""
+    strategy = strategy or tf.distribute.get_strategy()
     variables = flow_variables(flow_net)
+
+    def replica_step(key, current, targets):
+        share = replica_share(tf.shape(key)[0])   # every mean is over examples x equal-size maps
+        with tf.GradientTape() as tape:
+            outputs = flow_net([key, current], training=True)
+            loss = multiscale_loss(outputs, targets, weights) * share
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))   # summed
+        epe = tf.reduce_mean(tf.norm(outputs["predict_flow2"] - targets[-1], axis=-1)) * FLOW_SCALE
+        return loss, epe * share
 
     @tf.function
     def train_step(key, current, targets):
-        with tf.GradientTape() as tape:
-            outputs = flow_net([key, current], training=True)
-            loss = multiscale_loss(outputs, targets, weights)
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        epe = tf.reduce_mean(tf.norm(outputs["predict_flow2"] - targets[-1], axis=-1)) * FLOW_SCALE
-        return loss, epe
+        return tuple(strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+                     for value in strategy.run(replica_step, args=(key, current, targets)))
 
     return train_step
 
@@ -200,53 +209,60 @@ def _check(width, input_size, steps, batch_size, learning_rate, checkpoint_every
 def pretrain(root_dir, width=FLOWNET2_S_WIDTH, input_size=128, steps=300, batch_size=8,
              learning_rate=1e-4, seed=0, checkpoint_every=100, val_pairs=64, face_pairs=16,
              face_crop_size=129, face_frame_size=256, normalization=DEFAULT_NORMALIZATION,
-             max_motion=MAX_MOTION, log=print, verbose=1):
+             max_motion=MAX_MOTION, log=print, verbose=1, strategy="default"):
     """Pretrains F into `root_dir` (resuming from `root_dir/ckpt`); returns its numbers:
 
     dict step, resumed_from_step, loss (last step), seconds and steps_per_second (this run's
     training loop), val_epe_before, val_epe_after, val_epe_zero (AEE on `val_pairs` held-out
     generated pairs at `input_size`), face_epe_before, face_epe_after, face_epe_zero (AEE on
     `face_pairs` synthetic face pairs cropped to `face_crop_size` and resized to `input_size`,
-    non-occluded pixels; None when face_pairs is 0).
+    non-occluded pixels; None when face_pairs is 0). strategy: deeplab_face.distribute; on a
+    non-chief worker only step, resumed_from_step and loss.
     """
     _check(width, input_size, steps, batch_size, learning_rate, checkpoint_every, val_pairs,
            face_pairs, face_crop_size, normalization)
     atomic.check_output_dir(root_dir, "--root_dir")   # before any work: a bad folder fails at once
+    strategy = distribute.strategy_of(strategy)
+    chief, out_dir = distribute.is_chief(strategy), distribute.write_dir(root_dir, strategy)
     keras.utils.set_random_seed(seed)
     build_args = dict(width=float(width), feature_channels=256, input_size=int(input_size),
                       scale_head="dff", normalization=normalization)
-    flow_net = build_flownet(**build_args, multiscale=True)
-    optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
-    optimizer.build(flow_variables(flow_net))
-    try:
-        step, manager, restored = resumable_checkpoint(root_dir, model=flow_net, optimizer=optimizer)
-    except (ValueError, tf.errors.OpError) as e:
-        raise CheckpointError(f"{os.path.join(root_dir, 'ckpt')}: does not fit --width={width} "
-                              f"({str(e).splitlines()[0]})") from None
+    with strategy.scope():
+        flow_net = build_flownet(**build_args, multiscale=True)
+        optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+        optimizer.build(flow_variables(flow_net))
+        try:
+            step, manager, restored = distribute.resumable_checkpoint(root_dir, strategy, model=flow_net,
+                                                                      optimizer=optimizer)
+        except (ValueError, tf.errors.OpError) as e:
+            raise CheckpointError(f"{os.path.join(root_dir, 'ckpt')}: does not fit --width={width} "
+                                  f"({str(e).splitlines()[0]})") from None
+        if not restored:
+            msra_initialization(flow_net, seed)
+            bilinear_flow_upsampling(flow_net)
     start_step = int(step.numpy())
-    if not restored:
-        msra_initialization(flow_net, seed)
-        bilinear_flow_upsampling(flow_net)
-    if start_step < steps:
+    if start_step < steps and chief:
         clear_done(root_dir)
 
-    val = make_pairs(val_pairs, input_size, VALIDATION_SEED, max_motion=max_motion)
-    faces = synthetic_flow.face_pairs(face_pairs, input_size, FACE_VALIDATION_SEED, face_crop_size,
-                       face_frame_size) if face_pairs else None
-    before_path = os.path.join(root_dir, BEFORE)
-    before = atomic.read_json(before_path, advice="delete it and the ckpt/ folder beside it to restart "
-                              "the pretraining") if restored else None
-    if before is None:  # the untrained net's numbers, kept so that a resumed run still reports them
-        before = {"val_epe_before": average_epe(flow_net, val),
-                  "face_epe_before": average_epe(flow_net, faces, True) if faces else None}
-        atomic.write_json(before_path, before)
-    log(f"pretrain: AEE before {before['val_epe_before']:.3f} px on {val_pairs} generated pairs "
-        f"(zero flow {zero_epe(val):.3f})")
+    if chief:   # the AEE before training (the workers' F is the chief's)
+        val = make_pairs(val_pairs, input_size, VALIDATION_SEED, max_motion=max_motion)
+        faces = synthetic_flow.face_pairs(face_pairs, input_size, FACE_VALIDATION_SEED, face_crop_size,
+                                          face_frame_size) if face_pairs else None
+        before_path = os.path.join(root_dir, BEFORE)
+        before = atomic.read_json(before_path, advice="delete it and the ckpt/ folder beside it to "
+                                  "restart the pretraining") if restored else None
+        if before is None:  # the untrained net's numbers, kept so that a resumed run still reports them
+            before = {"val_epe_before": average_epe(flow_net, val),
+                      "face_epe_before": average_epe(flow_net, faces, True) if faces else None}
+            atomic.write_json(before_path, before)
+        log(f"pretrain: AEE before {before['val_epe_before']:.3f} px on {val_pairs} generated pairs "
+            f"(zero flow {zero_epe(val):.3f})")
 
-    train_step = make_train_step(flow_net, optimizer)
-    writer = tf.summary.create_file_writer(os.path.join(root_dir, "tensorboard"))
+    train_step = make_train_step(flow_net, optimizer, strategy=strategy)
+    writer = tf.summary.create_file_writer(os.path.join(out_dir, "tensorboard"))
     # A resumed run continues the same pair stream at its step: bit-identical to an uninterrupted run.
-    data = iter(_dataset(input_size, batch_size, [seed, 0], max_motion, skip_pairs=start_step * batch_size))
+    data = iter(distribute.distribute_dataset(strategy, _dataset(
+        input_size, batch_size, [seed, 0], max_motion, skip_pairs=start_step * batch_size)))
     progbar = keras.utils.Progbar(steps, verbose=verbose)
     loss = float("nan")
     started = time.perf_counter()
@@ -268,6 +284,10 @@ def pretrain(root_dir, width=FLOWNET2_S_WIDTH, input_size=128, steps=300, batch_
     manager.save(checkpoint_number=int(step.numpy()))
 
     final_step = int(step.numpy())
+    if not chief:
+        writer.flush()
+        distribute.remove_scratch(root_dir, strategy)
+        return dict(step=final_step, resumed_from_step=start_step, loss=loss)
     results = dict(step=final_step, resumed_from_step=start_step, loss=loss, seconds=seconds,
                    steps_per_second=(final_step - start_step) / seconds if final_step > start_step
                    else None,
@@ -287,7 +307,8 @@ def pretrain(root_dir, width=FLOWNET2_S_WIDTH, input_size=128, steps=300, batch_
     hparams = dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                    val_pairs=val_pairs, face_pairs=face_pairs, face_crop_size=face_crop_size,
                    face_frame_size=face_frame_size, max_motion=max_motion,
-                   loss_weights=list(FLOW_LOSS_WEIGHTS), data="flownet2s.synthetic_flow")
+                   loss_weights=list(FLOW_LOSS_WEIGHTS), data="flownet2s.synthetic_flow",
+                   strategy=distribute.strategy_name(strategy), replicas=strategy.num_replicas_in_sync)
     atomic.write_json(os.path.join(root_dir, "hparams.json"), hparams, indent=2)
     # The multi-scale outputs add no layers: final.weights.h5 loads into build_flownet(**config).
     finish_stage(root_dir, flow_net, build_args, done_text=json.dumps(atomic.jsonable(results)))
@@ -307,7 +328,8 @@ def define_flags():
     flags.register_validator("input_size", lambda v: v % INPUT_MULTIPLE == 0,
                              f"--input_size must be a multiple of {INPUT_MULTIPLE}")
     flags.DEFINE_integer("steps", 300, "Training steps.", lower_bound=1)
-    flags.DEFINE_integer("batch_size", 8, "Pairs per step.", lower_bound=1)
+    flags.DEFINE_integer("batch_size", 8, "Pairs per step: the global batch, split across the "
+                         "replicas under --strategy.", lower_bound=1)
     flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate (constant; FlowNet 2.0: 1e-4).",
                        lower_bound=1e-12)
     flags.DEFINE_integer("seed", 0, "Seed of initialisation and of the generated training pairs.", lower_bound=0)
@@ -320,17 +342,19 @@ def define_flags():
                          lower_bound=INPUT_MULTIPLE // 4)
     flags.DEFINE_enum("normalization", DEFAULT_NORMALIZATION, sorted(NORMALIZATIONS),
                       "Flow-net input normalisation.")
+    distribute.define_strategy_flag()
     flags.mark_flag_as_required("root_dir")
 
 
 def main(argv):
     del argv
+    strategy = distribute.make_strategy(FLAGS.strategy)   # first: multi_worker needs a fresh runtime
     results = pretrain(FLAGS.root_dir, width=FLAGS.width, input_size=FLAGS.input_size, steps=FLAGS.steps,
                        batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate, seed=FLAGS.seed,
                        checkpoint_every=FLAGS.checkpoint_every, val_pairs=FLAGS.val_pairs,
                        face_pairs=FLAGS.face_pairs, face_crop_size=FLAGS.face_crop_size,
-                       normalization=FLAGS.normalization)
-    print(json.dumps(results))
+                       normalization=FLAGS.normalization, strategy=strategy)
+    print(json.dumps(results), flush=True)
 
 
 if __name__ == "__main__":

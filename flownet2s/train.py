@@ -10,9 +10,13 @@ frames apart (reconstructed from §4.2 / paper.md §1). Adam, constant learning 
 F starts from random weights, a TF1 checkpoint (--init_checkpoint) or a flow pretraining stage
 (--init_stage, flownet2s.pretrain: FlowNet's supervised start on pairs with known flow).
 
-Resumable: `<workdir>/ckpt` holds F, the optimizer and the step. When done, writes
-`config.json` (build_flownet arguments + the DFF options it was trained with),
-`final.weights.h5`, `hparams.json` and `DONE`.
+Resumable: `<workdir>/ckpt` holds F, the optimizer and the step. When done, writes `hparams.json`,
+then `config.json` (build_flownet arguments + the DFF options it was trained with),
+`final.weights.h5` and `DONE` (stage.finish_stage).
+
+`--strategy` (deeplab_face.distribute): `--batch_size` is the global batch of pairs, split across
+the replicas; the loss is the global batch's pixel mean and the strategy sums the gradients, so a
+step equals the one-device step on the same batch (F has no batch norm; N's runs in inference mode).
 """
 import json
 import os
@@ -24,12 +28,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
-from deeplab_face import cli  # noqa: E402
-from deeplab_face import atomic  # noqa: E402
-from deeplab_face.stage import clear_done, resumable_checkpoint, write_done  # noqa: E402
+from deeplab_face import atomic, cli, distribute  # noqa: E402
+from deeplab_face.stage import clear_done, finish_stage  # noqa: E402
 from deeplab_face.errors import ConfigError  # noqa: E402
 from deeplab_face.segmentation_metrics import confusion_matrix, mean_iou  # noqa: E402
-from deeplab_face.train import pixel_cross_entropy, resolve_videos, scalar_summary  # noqa: E402
+from deeplab_face.training import (pixel_cross_entropy, replica_share, resolve_videos,  # noqa: E402
+                                   scalar_summary, valid_pixels)
 from flownet2s.dff import DeepFeatureFlow, flow_input_size  # noqa: E402
 from flownet2s.model import (DEFAULT_NORMALIZATION, FLOWNET2_S_WIDTH, NORMALIZATIONS, build_flownet,  # noqa: E402
                              copy_flow_weights, load_flownet)
@@ -47,20 +51,28 @@ def finetune_logits(dff, key_image, current_image, training=True):
     return tf.math.log(tf.maximum(dff.task_net(features, training=False), 1e-8))
 
 
-def make_train_step(dff, optimizer, num_classes, pseudo_labels=False):
-    """One compiled optimisation step of F on a pair batch; returns the loss."""
+def make_train_step(dff, optimizer, num_classes, pseudo_labels=False, strategy=None):
+    """One compiled optimisation step of F on a pair batch; returns the loss. Under `strategy`
+    (default: the current one) the inputs are distributed batches (distribute.distribute_dataset)."""
+    strategy = strategy or tf.distribute.get_strategy()
     variables = dff.flow_net.trainable_variables
 
-    @tf.function
-    def train_step(key_image, current_image, current_label):
+    def replica_step(key_image, current_image, current_label):
         if pseudo_labels:  # N's own prediction on the current frame is the target
             current_label = tf.argmax(dff.segmenter(current_image, training=False), axis=-1)
         with tf.GradientTape() as tape:
             logits = finetune_logits(dff, key_image, current_image)
-            loss = pixel_cross_entropy(logits, current_label, num_classes)
+            pixels = tf.reduce_sum(tf.cast(valid_pixels(current_label, num_classes), tf.float32))
+            # this replica's share of the global batch's pixel mean (training.replica_share)
+            loss = pixel_cross_entropy(logits, current_label, num_classes) * replica_share(pixels)
         grads = tape.gradient(loss, variables)
-        optimizer.apply_gradients(zip(grads, variables))
+        optimizer.apply_gradients(zip(grads, variables))   # all-reduces (sums) the gradients
         return loss
+
+    @tf.function
+    def train_step(key_image, current_image, current_label):
+        losses = strategy.run(replica_step, args=(key_image, current_image, current_label))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
 
     return train_step
 
@@ -120,11 +132,14 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, train_videos, val_videos=(
                width=FLOWNET2_S_WIDTH, steps=20000, batch_size=4, learning_rate=1e-4,
                min_gap=MIN_GAP, max_gap=MAX_GAP, flow_resolution="full", init_checkpoint=None,
                seed=0, checkpoint_every=500, pseudo_labels=False, normalization=DEFAULT_NORMALIZATION,
-               scale_head="dff", border="zeros", val_pairs=64, verbose=1, init_stage=None):
+               scale_head="dff", border="zeros", val_pairs=64, verbose=1, init_stage=None,
+               strategy="default"):
     """Fine-tunes F into `root_dir` (resuming from `root_dir/ckpt`); returns its final numbers.
 
     init_stage: a finished flownet2s.pretrain stage whose FlowNetS weights start F (any input
     size: weights are size-free; its width and normalisation must match).
+    strategy: "default", "mirrored", "multi_worker" or a tf.distribute.Strategy; batch_size is the
+    global batch. Only the chief writes root_dir's files (deeplab_face.distribute).
     """
     from deeplab_face import load_segmenter
     if steps < 1 or batch_size < 1:
@@ -132,37 +147,41 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, train_videos, val_videos=(
     if init_checkpoint and init_stage:
         raise ConfigError("--init_checkpoint and --init_stage: give one starting point, not both")
     atomic.check_output_dir(root_dir, "--workdir")   # before any work: a bad folder fails at once
+    strategy = distribute.strategy_of(strategy)
+    chief, out_dir = distribute.is_chief(strategy), distribute.write_dir(root_dir, strategy)
     keras.utils.set_random_seed(seed)
     train_videos, val_videos = resolve_videos(prepared_dir, train_videos, val_videos)
-    segmenter = load_segmenter(segmenter_dir)
-    for layer in (segmenter.feature_net, segmenter.task_net):
-        layer.trainable = False   # §4.2: N_feat and N_task frozen
-    crop_size = int(segmenter.input_shape[1])
-    num_classes = int(segmenter.output_shape[-1])
-    build_args = dict(width=float(width), feature_channels=int(segmenter.feature_net.output_shape[-1]),
-                      input_size=flow_input_size(crop_size, flow_resolution), scale_head=scale_head,
-                      normalization=normalization)
-    flow_net = build_flownet(**build_args)
-    dff = DeepFeatureFlow(segmenter, flow_net, flow_resolution=flow_resolution, border=border)
-    optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
-    optimizer.build(flow_net.trainable_variables)
-
-    step, manager, restored = resumable_checkpoint(root_dir, model=flow_net, optimizer=optimizer)
-    if not restored and init_checkpoint:
-        from flownet2s.checkpoint import load_tf1_checkpoint
-        load_tf1_checkpoint(flow_net, init_checkpoint)
-    if not restored and init_stage:
-        init_from_stage(flow_net, init_stage)
+    with strategy.scope():
+        segmenter = load_segmenter(segmenter_dir)
+        for layer in (segmenter.feature_net, segmenter.task_net):
+            layer.trainable = False   # §4.2: N_feat and N_task frozen
+        crop_size = int(segmenter.input_shape[1])
+        num_classes = int(segmenter.output_shape[-1])
+        build_args = dict(width=float(width), feature_channels=int(segmenter.feature_net.output_shape[-1]),
+                          input_size=flow_input_size(crop_size, flow_resolution), scale_head=scale_head,
+                          normalization=normalization)
+        flow_net = build_flownet(**build_args)
+        dff = DeepFeatureFlow(segmenter, flow_net, flow_resolution=flow_resolution, border=border)
+        optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+        optimizer.build(flow_net.trainable_variables)
+        step, manager, restored = distribute.resumable_checkpoint(root_dir, strategy, model=flow_net,
+                                                                  optimizer=optimizer)
+        if not restored and init_checkpoint:
+            from flownet2s.checkpoint import load_tf1_checkpoint
+            load_tf1_checkpoint(flow_net, init_checkpoint)
+        if not restored and init_stage:
+            init_from_stage(flow_net, init_stage)
     start_step = int(step.numpy())
-    if start_step < steps:
+    if start_step < steps and chief:
         clear_done(root_dir)  # training on past a finished stage
 
-    train_step = make_train_step(dff, optimizer, num_classes, pseudo_labels)
-    writer = tf.summary.create_file_writer(os.path.join(root_dir, "tensorboard"))
+    train_step = make_train_step(dff, optimizer, num_classes, pseudo_labels, strategy)
+    writer = tf.summary.create_file_writer(os.path.join(out_dir, "tensorboard"))
     # A resumed run continues the same pair stream at its step: bit-identical to an uninterrupted run.
     from deeplab_face.data.pipelines import checked_batches
-    data = checked_batches(pairs(prepared_dir, train_videos, batch_size, seed, crop_size, min_gap, max_gap,
-                                 skip_batches=start_step), prepared_dir, train_videos)
+    data = checked_batches(distribute.distribute_dataset(strategy, pairs(
+        prepared_dir, train_videos, batch_size, seed, crop_size, min_gap, max_gap, skip_batches=start_step)),
+        prepared_dir, train_videos)
     progbar = keras.utils.Progbar(steps, verbose=verbose)
     loss = float("nan")
     while int(step.numpy()) < steps:
@@ -180,25 +199,27 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, train_videos, val_videos=(
             manager.save(checkpoint_number=current)
     manager.save(checkpoint_number=int(step.numpy()))
     val_miou = None
-    if val_videos:
+    if val_videos and chief:   # the workers' F is the chief's
         val_miou = validation_miou(dff, prepared_dir, val_videos, batch_size, num_classes, val_pairs,
                                    seed, min_gap, max_gap)
         with writer.as_default():
             scalar_summary("val_miou", val_miou, step=int(step.numpy()))
     writer.flush()
+    results = dict(step=int(step.numpy()), resumed_from_step=start_step, loss=loss, val_miou=val_miou)
+    if not chief:
+        distribute.remove_scratch(root_dir, strategy)
+        return results
 
-    config = dict(build_args, flow_resolution=flow_resolution, border=border)
-    atomic.write_json(os.path.join(root_dir, "config.json"), config, indent=2)
     hparams = dict(segmenter_dir=os.path.abspath(segmenter_dir), train_videos=train_videos,
                    val_videos=val_videos, steps=steps, batch_size=batch_size,
                    learning_rate=learning_rate, min_gap=min_gap, max_gap=max_gap,
                    init_checkpoint=init_checkpoint, seed=seed, pseudo_labels=pseudo_labels,
                    init_stage=os.path.abspath(init_stage) if init_stage else None,
+                   strategy=distribute.strategy_name(strategy), replicas=strategy.num_replicas_in_sync,
                    prepared_dir=os.path.abspath(prepared_dir))
     atomic.write_json(os.path.join(root_dir, "hparams.json"), hparams, indent=2)
-    atomic.save_weights(flow_net, os.path.join(root_dir, "final.weights.h5"))
-    results = dict(step=int(step.numpy()), resumed_from_step=start_step, loss=loss, val_miou=val_miou)
-    write_done(root_dir, json.dumps(atomic.jsonable(results)))
+    config = dict(build_args, flow_resolution=flow_resolution, border=border)
+    finish_stage(root_dir, flow_net, config, done_text=json.dumps(atomic.jsonable(results)))
     return results
 
 
@@ -217,7 +238,8 @@ def define_flags():
     flags.DEFINE_float("width", FLOWNET2_S_WIDTH, "FlowNetS width: 0.375 = FlowNet2-s, 1.0 = FlowNet2-S.",
                        lower_bound=0.01, upper_bound=4.0)
     flags.DEFINE_integer("steps", 20000, "Training steps.", lower_bound=1)
-    flags.DEFINE_integer("batch_size", 4, "Pairs per step.", lower_bound=1)
+    flags.DEFINE_integer("batch_size", 4, "Pairs per step: the global batch, split across the "
+                         "replicas under --strategy.", lower_bound=1)
     flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate (constant).", lower_bound=0.0)
     flags.DEFINE_integer("min_gap", MIN_GAP, "Smallest key-current distance in frames.", lower_bound=1)
     flags.DEFINE_integer("max_gap", MAX_GAP, "Largest key-current distance in frames (§4.2: 30).",
@@ -240,6 +262,7 @@ def define_flags():
     flags.DEFINE_integer("seed", 0, "Seed of initialisation and pair sampling.", lower_bound=0)
     flags.DEFINE_integer("checkpoint_every", 500, "Save a resumable checkpoint every so many steps "
                          "(0: only at the end).", lower_bound=0)
+    distribute.define_strategy_flag()
     flags.mark_flags_as_required(["workdir", "prepared_dir", "segmenter_dir"])
     flags.mark_flags_as_mutual_exclusive(["init_checkpoint", "init_stage"])
     flags.register_multi_flags_validator(
@@ -249,6 +272,7 @@ def define_flags():
 
 def main(argv):
     del argv
+    strategy = distribute.make_strategy(FLAGS.strategy)   # first: multi_worker needs a fresh runtime
     results = train_eval(
         FLAGS.workdir, FLAGS.prepared_dir, FLAGS.segmenter_dir, FLAGS.train_videos, FLAGS.val_videos,
         width=FLAGS.width, steps=FLAGS.steps, batch_size=FLAGS.batch_size,
@@ -256,8 +280,8 @@ def main(argv):
         flow_resolution=FLAGS.flow_resolution, init_checkpoint=FLAGS.init_checkpoint, seed=FLAGS.seed,
         checkpoint_every=FLAGS.checkpoint_every, pseudo_labels=FLAGS.pseudo_labels,
         normalization=FLAGS.normalization, scale_head=FLAGS.scale_head, border=FLAGS.border,
-        val_pairs=FLAGS.val_pairs, init_stage=FLAGS.init_stage)
-    print(json.dumps(results))
+        val_pairs=FLAGS.val_pairs, init_stage=FLAGS.init_stage, strategy=strategy)
+    print(json.dumps(results), flush=True)
 
 
 if __name__ == "__main__":

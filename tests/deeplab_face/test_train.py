@@ -15,7 +15,8 @@ import tensorflow as tf
 from deeplab_face import build_segmenter, load_segmenter
 from deeplab_face.data.pipelines import load_video
 from deeplab_face.errors import ConfigError
-from deeplab_face.train import pixel_cross_entropy, poly_learning_rate, train_eval
+from deeplab_face.train import poly_learning_rate, train_eval
+from deeplab_face.training import pixel_cross_entropy
 from tests.backend_parity import ROOT
 
 TINY = dict(backbone="mobilenet_v2", crop_size=65, batch_size=2, seed=0, augment=False, verbose=0)

@@ -11,7 +11,7 @@ import tensorflow as tf
 from flownet2s import build_flownet, load_flownet
 from flownet2s.dff import DeepFeatureFlow
 from flownet2s.train import finetune_logits, make_train_step, train_eval
-from deeplab_face.train import pixel_cross_entropy
+from deeplab_face.training import pixel_cross_entropy
 from tests.backend_parity import ROOT
 
 

@@ -1,0 +1,75 @@
+"""What the training commands share (a library: the commands import it, never each other).
+
+- `resolve_videos`: the --train_videos / --val_videos lists of a prepared-data directory;
+- `scalar_summary`: one TensorBoard scalar;
+- `pixel_cross_entropy`: the segmentation loss of N (deeplab_face.train) and F (flownet2s.train);
+- `replica_share`: the factor that makes a replica's loss its share of the global-batch loss under
+  a tf.distribute strategy (deeplab_face.distribute), exactly 1 on one device.
+"""
+import tensorflow as tf
+
+from deeplab_face.data import tfrecords
+from deeplab_face.errors import ConfigError
+
+
+def resolve_videos(prepared_dir, train_videos, val_videos):
+    """Video id lists; empty train_videos = every manifest video not in val_videos."""
+    videos = {str(k) for k in tfrecords.read_manifest(prepared_dir)["videos"]}
+    val_videos = [str(v) for v in val_videos or ()]
+    train_videos = [str(v) for v in train_videos or ()] or [v for v in sorted(videos)
+                                                              if v not in val_videos]
+    for flag, ids in (("--train_videos", train_videos), ("--val_videos", val_videos)):
+        missing = [v for v in ids if v not in videos]
+        if missing:
+            raise ConfigError(f"{flag}: {missing} not in {prepared_dir}/manifest.json")
+    if not train_videos:
+        raise ConfigError(f"--train_videos: no training videos left in {prepared_dir}")
+    return train_videos, val_videos
+
+
+def scalar_summary(name, value, step):
+    """One TensorBoard scalar on the default summary writer (shared by every training command)."""
+    tf.summary.scalar(name, float(value), step=int(step))
+
+
+def valid_pixels(labels, num_classes):
+    """Mask of the pixels whose label is a class (IGNORE_LABEL 255 and any other id outside
+    [0, num_classes) are left out)."""
+    labels = tf.cast(labels, tf.int32)
+    return tf.logical_and(labels >= 0, labels < num_classes)
+
+
+def pixel_cross_entropy(logits, labels, num_classes):
+    """Mean softmax cross-entropy over the `valid_pixels` of the batch."""
+    labels = tf.cast(labels, tf.int32)
+    valid = valid_pixels(labels, num_classes)
+    safe = tf.where(valid, labels, tf.zeros_like(labels))
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe, logits=logits)
+    weights = tf.cast(valid, losses.dtype)
+    return tf.reduce_sum(losses * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+
+
+def replica_share(local_count):
+    """local_count / (its sum over the replicas in sync), called inside `strategy.run`.
+
+    A replica's loss is a mean over its own part of the global batch (pixels, examples); the
+    strategy sums the replicas' gradients, so each replica's mean is weighted by its share of the
+    global count: sum_r mean_r * n_r / N is then the global-batch mean, also when the batch does
+    not split evenly (or a replica's crop is all ignore labels). The same idea as
+    tf.nn.compute_average_loss(global_batch_size=...), for means over pixels. On one device the
+    factor is n / n = 1.0 exactly, so the one-device loss and gradients stay bit-identical.
+    """
+    local = tf.cast(local_count, tf.float32)
+    context = tf.distribute.get_replica_context()
+    total = local
+    if context is not None and context.num_replicas_in_sync > 1:
+        total = context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+    return local / tf.maximum(total, 1.0)
+
+
+def replica_regularization(loss):
+    """A regulariser computed identically on every replica, scaled so that the summed gradients
+    count it once (tf.nn.scale_regularization_loss); unchanged on one device."""
+    context = tf.distribute.get_replica_context()
+    replicas = context.num_replicas_in_sync if context is not None else 1
+    return loss if replicas == 1 else loss / float(replicas)
