@@ -36,7 +36,7 @@ from deeplab_face import atomic, cli  # noqa: E402
 from deeplab_face.distribute import define_strategy_flag, is_chief, write_dir  # noqa: E402
 from deeplab_face.errors import ConfigError  # noqa: E402
 from deeplab_face.stage import checkpoint_manager, restore_latest, write_done  # noqa: E402
-from deeplab_face.train import scalar_summary  # noqa: E402
+from deeplab_face.training import scalar_summary  # noqa: E402
 from rl_scheduler import config, pair_tables  # noqa: E402
 from rl_scheduler.cache import load_dff, load_video_caches  # noqa: E402
 from rl_scheduler.environment import KeyEnvironment  # noqa: E402
