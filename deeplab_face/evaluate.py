@@ -22,6 +22,7 @@ import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
 from deeplab_face import atomic, cli  # noqa: E402
+from deeplab_face.backend import compile_fn  # noqa: E402
 from deeplab_face.data import tfrecords  # noqa: E402
 from deeplab_face.errors import ConfigError  # noqa: E402
 from deeplab_face.segmentation_metrics import confusion_matrix, fmt, mean_iou, or_none  # noqa: E402
@@ -64,7 +65,7 @@ def make_predictor(model, scales, flip, out_size, logits_fn=None):
             probs = resize_align_corners(probs, out_size)
         return tf.argmax(probs, axis=-1, output_type=tf.int32)
 
-    return tf.function(predict, reduce_retracing=True)  # batch sizes vary (last batch, FPS)
+    return compile_fn(predict)  # batch sizes vary (last batch, FPS)
 
 
 def model_fps(predict, frame, warmup=FPS_WARMUP, runs=FPS_RUNS):

@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from deeplab_face.backend import compile_fn, to_numpy
 from deeplab_face.data import cityscapes
 from deeplab_face.errors import ConfigError, DataError
 from eval import metrics
@@ -88,14 +89,6 @@ def _deviation_hw(scheduler):
     return int(shape[1]), int(shape[2])
 
 
-def _compile(fn):
-    import keras
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-        return tf.function(fn, reduce_retracing=True)
-    return fn
-
-
 class RegionalSegmenter:
     """DFF on DVSNet's four regions, one scheduler instance per region (module docstring).
 
@@ -132,7 +125,7 @@ class RegionalSegmenter:
             scores = head(features, training=False)
             return keras.ops.argmax(scores, axis=-1), keras.ops.max(scores, axis=-1)
 
-        self._label_score = _compile(label_score)
+        self._label_score = compile_fn(label_score)
         self.reset()
 
     def reset(self):
@@ -160,7 +153,7 @@ class RegionalSegmenter:
             key = self.dff.key(batch)
             flow = self.dff.flow(batch, batch)
             out = self.dff.propagate(batch, key["features"], batch, flow_outputs=flow)
-            np.asarray(self._ops.convert_to_numpy(self._label_score(out["features"])[0]))
+            to_numpy(self._label_score(out["features"])[0])
         self.reset()
 
     def stream(self, frames):
@@ -201,8 +194,8 @@ class RegionalSegmenter:
         if i > 0 and self.observe:  # DVSNet step 1: flow on the four pairs as one batch
             start = time.perf_counter()
             flow = self.dff.flow(ops.concatenate(self.key_frames, axis=0), current)
-            flow_np = {tap: np.asarray(ops.convert_to_numpy(flow[tap])) for tap in ("conv6", "conv6_1")}
-            magnitudes = np.asarray(ops.convert_to_numpy(mean_flow_magnitude(flow["flow"])), np.float64)
+            flow_np = {tap: to_numpy(flow[tap]) for tap in ("conv6", "conv6_1")}
+            magnitudes = to_numpy(mean_flow_magnitude(flow["flow"])).astype(np.float64)
             ms["flow"] = 1000.0 * (time.perf_counter() - start)
             flow_regions = list(range(n))
 
@@ -222,7 +215,7 @@ class RegionalSegmenter:
             start = time.perf_counter()
             out = self.dff.key(self._take(current, keys))
             label, score = self._label_score(out["features"])
-            label, score = ops.convert_to_numpy(label), ops.convert_to_numpy(score)
+            label, score = to_numpy(label), to_numpy(score)
             ms["key"] = 1000.0 * (time.perf_counter() - start)
             for j, r in enumerate(keys):
                 labels[r], region_scores[r] = label[j], score[j]
@@ -235,7 +228,7 @@ class RegionalSegmenter:
             if flow is None:  # fixed / random: flow on the non-key regions only, as DFF does
                 start = time.perf_counter()
                 flow = self.dff.flow(key_frames, frames)
-                magnitudes[warps] = np.asarray(ops.convert_to_numpy(mean_flow_magnitude(flow["flow"])))
+                magnitudes[warps] = to_numpy(mean_flow_magnitude(flow["flow"]))
                 ms["flow"] = 1000.0 * (time.perf_counter() - start)
                 flow_regions = warps
             start = time.perf_counter()
@@ -243,7 +236,7 @@ class RegionalSegmenter:
             given = {k: self._take(flow[k], rows) for k in ("flow", "scale")}
             out = self.dff.propagate(key_frames, key_features, frames, flow_outputs=given)
             label, score = self._label_score(out["features"])
-            label, score = ops.convert_to_numpy(label), ops.convert_to_numpy(score)
+            label, score = to_numpy(label), to_numpy(score)
             ms["warp_task"] = 1000.0 * (time.perf_counter() - start)
             for j, r in enumerate(warps):
                 labels[r], region_scores[r] = label[j], score[j]

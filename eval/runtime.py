@@ -35,6 +35,7 @@ import time
 
 import numpy as np
 
+from deeplab_face.backend import to_numpy  # imports Keras on use: eval.sweeps stays free of TensorFlow
 from eval.metrics import STAGES
 
 # Schedulers whose decision needs no flow-net output (their decide() reads history / frame_index only).
@@ -55,14 +56,8 @@ def needs_observation(scheduler):
     return getattr(scheduler, "name", None) not in OBSERVATION_FREE
 
 
-def _numpy(x):
-    import keras  # imported on use: `import eval.sweeps` (and eval.report) stays free of TensorFlow
-
-    return np.asarray(keras.ops.convert_to_numpy(x))
-
-
 def _mask(probs):
-    return np.argmax(_numpy(probs)[0], axis=-1).astype(np.uint8)
+    return np.argmax(to_numpy(probs)[0], axis=-1).astype(np.uint8)
 
 
 class DynamicSegmenter:
@@ -104,8 +99,8 @@ class DynamicSegmenter:
         _mask(self.dff.propagate(current, key["features"], current, flow_outputs=flow)["probs"])
         if needs_observation(self.scheduler):   # its network traces on first use (~0.3 s on a CPU);
             # fixed / random are left alone: random's draw would move its seeded stream
-            self.scheduler.decide({"frame_index": 1, "conv6": _numpy(flow["conv6"]),
-                                   "conv6_1": _numpy(flow["conv6_1"]), "flow_magnitude": 0.0})
+            self.scheduler.decide({"frame_index": 1, "conv6": to_numpy(flow["conv6"]),
+                                   "conv6_1": to_numpy(flow["conv6_1"]), "flow_magnitude": 0.0})
         self.reset()
 
     def stream(self, frames):
@@ -165,8 +160,8 @@ class DynamicSegmenter:
 
         start = time.perf_counter()
         raw = self.dff.flow(self.key_frame, current)
-        outputs = {"raw": raw, "conv6_np": _numpy(raw["conv6"]), "conv6_1_np": _numpy(raw["conv6_1"])}
-        magnitude = float(np.mean(_numpy(mean_flow_magnitude(raw["flow"]))))
+        outputs = {"raw": raw, "conv6_np": to_numpy(raw["conv6"]), "conv6_1_np": to_numpy(raw["conv6_1"])}
+        magnitude = float(np.mean(to_numpy(mean_flow_magnitude(raw["flow"]))))
         ms["flow"] += 1000.0 * (time.perf_counter() - start)
         return outputs, magnitude
 

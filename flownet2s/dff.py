@@ -16,6 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from deeplab_face.backend import compile_fn, to_numpy
 from deeplab_face.errors import ConfigError
 from flownet2s.model import INPUT_MULTIPLE, resized_flownet
 from flownet2s.warp import BORDERS, warp
@@ -98,14 +99,6 @@ def _logits_of(task_net):
     return None
 
 
-def _compile(fn, jit_compile=False):
-    """One compiled call under the TensorFlow backend (tf.function); eager elsewhere."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-        return tf.function(fn, jit_compile=jit_compile, reduce_retracing=True)
-    return fn
-
-
 class DeepFeatureFlow:
     """Composes `feature_net`, `task_net` (of a segmenter) and a flow net (§3.1).
 
@@ -149,11 +142,11 @@ class DeepFeatureFlow:
                               f"feature_net's {self.feature_channels} channels (or 1)")
         self.border = border
         self.dvsnet_compat = bool(dvsnet_compat)
-        self._key = _compile(self._key_fn)
-        self._flow = _compile(self._flow_fn)
-        self._warp_task_fn = _compile(self._warp_task, jit_compile=True) if warp_jit else self._warp_task
-        self._propagate = _compile(self._propagate_fn)
-        self._propagate_given = _compile(self._propagate_given_fn)
+        self._key = compile_fn(self._key_fn)
+        self._flow = compile_fn(self._flow_fn)
+        self._warp_task_fn = compile_fn(self._warp_task, jit_compile=True) if warp_jit else self._warp_task
+        self._propagate = compile_fn(self._propagate_fn)
+        self._propagate_given = compile_fn(self._propagate_given_fn)
 
     # -- building blocks (differentiable; used by the trainer inside its own tape) -----------
     def flow_outputs(self, key_frame, frame, training=False):
@@ -219,7 +212,6 @@ class DeepFeatureFlow:
 
 def time_call(fn, warmup=2, runs=10):
     """Median milliseconds of `fn()` over `runs` after `warmup` calls (results fetched to host)."""
-    import numpy as np
     for _ in range(warmup):
         _block(fn())
     times = []
@@ -233,4 +225,4 @@ def time_call(fn, warmup=2, runs=10):
 def _block(result):
     values = result.values() if isinstance(result, dict) else [result]
     for value in values:
-        ops.convert_to_numpy(value)
+        to_numpy(value)
