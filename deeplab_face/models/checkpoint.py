@@ -8,7 +8,7 @@ so the name map is mechanical, one rule per weight kind:
     BatchNormalization        gamma, beta, moving_mean, moving_variance -> <scope>/<same>
 
 `global_step` and optimiser slots (Momentum, Adam, RMSProp, ExponentialMovingAverage) are
-skipped. Any other difference (missing, unexpected, mis-shaped names) raises
+skipped (tf1_checkpoint.py, the reader every TF1 import shares). Any other difference (missing, unexpected, mis-shaped names) raises
 CheckpointError with counts and the first few names, on one line. A checkpoint without
 head variables (an ImageNet backbone) loads the backbone only, ignoring the ImageNet
 classifier scopes, and reports the head as intentionally not loaded. Import mode "backbone"
@@ -26,7 +26,6 @@ file that is not a TF1 checkpoint, a TF2 object-based checkpoint, or a name mism
 
 This module reads TF1 checkpoints, so it imports TensorFlow (model modules do not).
 """
-import os
 import re
 
 import keras
@@ -37,14 +36,9 @@ from deeplab_face.models.checkpoint_config import (describe, detect_head, flags_
                                                    recorded_head)
 from deeplab_face.models.deeplab_v3plus import HEAD_OPTIONS
 from deeplab_face.models.layers import SCOPE_SEP
+from deeplab_face.models.tf1_checkpoint import leaf_layers, mismatches, read_tf1_checkpoint, read_values
 from deeplab_face.models.vgg import CHECKPOINT_SCOPES
 
-_SKIP_WORDS = ("Momentum", "Adam", "Adam_1", "RMSProp", "RMSProp_1", "ExponentialMovingAverage",
-               "Adagrad")
-_SKIP_NAMES = ("global_step", "beta1_power", "beta2_power")
-_SHOW = 4  # names listed per category in an error line
-_TF2_OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"  # present in tf.train.Checkpoint files only
-_SHARD_SUFFIX = re.compile(r"\.(index|data-\d{5}-of-\d{5})$")
 IMPORT_MODES = ("all", "backbone")
 LOGITS_SCOPE_NAME = "logits"  # model.py LOGITS_SCOPE_NAME: `logits/semantic[_i]`
 
@@ -63,19 +57,10 @@ _WEIGHT_NAMES = {
 }
 
 
-def _leaf_layers(model):
-    """Every non-model layer of `model`, nested models walked (shared by the TF1 loaders)."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
-
-
 def tf1_variable_map(model):
     """{TF1 variable name: Keras variable} for every weight of `model` (nested models walked)."""
     mapping = {}
-    for layer in _leaf_layers(model):
+    for layer in leaf_layers(model):
         for variable in layer.weights:
             key = (type(layer), variable.path.split("/")[-1])
             if key not in _WEIGHT_NAMES:
@@ -84,66 +69,6 @@ def tf1_variable_map(model):
             scope = layer.name.replace(SCOPE_SEP, "/")
             mapping[f"{scope}/{_WEIGHT_NAMES[key]}"] = variable
     return mapping
-
-
-def _resolve(path):
-    """A checkpoint prefix from a prefix, a file of one (`.index`, `.data-*`), a TF1 V1 file
-    (slim's 2016 ImageNet `vgg_16.ckpt`, say), or a directory holding exactly one of these."""
-    import tensorflow as tf
-    gfile = tf.io.gfile
-    if gfile.isdir(path):
-        latest = tf.train.latest_checkpoint(path)
-        if latest:
-            return latest
-        prefixes = [p[: -len(".index")] for p in gfile.glob(os.path.join(path, "*.index"))]
-        prefixes = prefixes or gfile.glob(os.path.join(path, "*.ckpt"))  # V1 single files
-        if len(prefixes) != 1:
-            found = ", ".join(os.path.basename(p) for p in sorted(prefixes)[:_SHOW]) or "none"
-            raise CheckpointError(f"{path}: expected one TF1 checkpoint in this directory "
-                                  f"(*.index or *.ckpt), found {len(prefixes)} ({found})")
-        return prefixes[0]
-    suffix = _SHARD_SUFFIX.search(path)
-    if suffix and gfile.exists(path[: suffix.start()] + ".index"):
-        return path[: suffix.start()]  # the user named one of the checkpoint's files
-    v1_shards = gfile.glob(path + "-?????-of-?????")
-    if not (gfile.exists(path) or gfile.exists(path + ".index") or v1_shards):
-        raise CheckpointError(f"{path}: not a readable TF1 checkpoint (no such file, directory "
-                              "or checkpoint prefix)")
-    return path
-
-
-def _reason(error, path):
-    """TF's first message line without the path it repeats (the caller's message names it)."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return text.replace(f"Unable to open table file {path}: ", "").split(": perhaps")[0]
-
-
-def read_tf1_checkpoint(path):
-    """(prefix, {name: shape}, reader) of a TF1 checkpoint, skipping global_step and optimiser
-    slots.
-
-    Raises CheckpointError (one line naming `path`) for a path that does not exist, a file that
-    is not a TF1 checkpoint, or a TF2 object-based checkpoint (a training `ckpt/` directory).
-    """
-    import tensorflow as tf
-    prefix = _resolve(path)
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-    except Exception as e:  # DataLossError (not a checkpoint), NotFoundError, ValueError ...
-        reason = _reason(e, prefix)
-        if prefix.endswith((".h5", ".keras")):
-            reason += "; a Keras weights file: load a finished stage with load_segmenter"
-        raise CheckpointError(f"{path}: not a readable TF1 checkpoint ({reason})") from None
-    names = reader.get_variable_to_shape_map()
-    if _TF2_OBJECT_GRAPH in names:
-        raise CheckpointError(f"{prefix}: a TF2 object-based checkpoint (tf.train.Checkpoint, "
-                              "e.g. a stage's ckpt/), not a TF1 Saver checkpoint")
-    shapes = {}
-    for name, shape in names.items():
-        if name in _SKIP_NAMES or any(part in _SKIP_WORDS for part in name.split("/")):
-            continue
-        shapes[name] = tuple(shape)
-    return prefix, shapes, reader
 
 
 def _backbone_scopes(backbone):
@@ -162,51 +87,6 @@ def _backbone_scopes(backbone):
 
 def _in_scope(name, scopes):
     return any(name == s or name.startswith(s + "/") for s in scopes)
-
-
-def _summary(label, names):
-    names = sorted(names)
-    if not names:
-        return None
-    shown = ", ".join(names[:_SHOW]) + (", ..." if len(names) > _SHOW else "")
-    return f"{len(names)} {label} ({shown})"
-
-
-def _read_values(prefix, reader, names):
-    """{name: array}, read before anything is assigned so that a failure loads nothing."""
-    values = {}
-    for name in names:
-        try:
-            values[name] = reader.get_tensor(name)
-        except Exception as e:  # DataLossError / NotFoundError: a truncated or missing data file
-            raise CheckpointError(f"{prefix}: cannot read {name} ({_reason(e, prefix)})") from None
-    return values
-
-
-def _mismatches(variables, available):
-    """(one-line problem summaries, missing names, mis-shaped descriptions) between the model's
-    {name: variable} and the checkpoint's {name: shape}."""
-    missing = set(variables) - set(available)
-    unexpected = set(available) - set(variables)
-    misshaped = [f"{n} {list(available[n])}!={list(variables[n].shape)}"
-                 for n in sorted(set(variables) & set(available))
-                 if tuple(available[n]) != tuple(variables[n].shape)]
-    problems = [p for p in (_summary("missing", missing), _summary("unexpected", unexpected),
-                            _summary("mis-shaped", misshaped)) if p]
-    return problems, missing, misshaped
-
-
-def assign_exact(prefix, shapes, reader, variables, available, what):
-    """Assign `variables` ({checkpoint name: Keras variable}) from a TF1 checkpoint whose usable names
-    are `available` ({name: shape}), all or nothing: any missing, unexpected or mis-shaped name
-    raises one CheckpointError line naming the checkpoint and `what` it was meant for."""
-    problems, _, _ = _mismatches(variables, available)
-    if problems:
-        raise CheckpointError(f"{prefix}: does not match {what}: " + "; ".join(problems))
-    values = _read_values(prefix, reader, sorted(variables))
-    for name, variable in variables.items():
-        variable.assign(values[name])
-    return dict(loaded=len(variables), skipped=len(shapes) - len(available), checkpoint=prefix)
 
 
 def load_tf1_checkpoint(model, path, mode="all", restore_head=True):
@@ -285,7 +165,7 @@ def load_tf1_checkpoint(model, path, mode="all", restore_head=True):
         expected = variables
         if head is not None:
             _check_detected(prefix, variables, available, head)
-        problems, _, misshaped = _mismatches(expected, available)
+        problems, _, misshaped = mismatches(expected, available)
         if problems:
             hint = ""
             if any(_in_scope(m.split(" ")[0], (LOGITS_SCOPE_NAME,)) for m in misshaped):
@@ -295,7 +175,7 @@ def load_tf1_checkpoint(model, path, mode="all", restore_head=True):
                                   + hint)
     else:
         expected = {n: variables[n] for n in trunk}
-        problems, missing, _ = _mismatches(expected, {n: s for n, s in available.items()
+        problems, missing, _ = mismatches(expected, {n: s for n, s in available.items()
                                                       if _in_scope(n, (scope,))})
         if problems:
             hint = ("; " + CHECKPOINT_SCOPES[backbone]["missing_hint"]
@@ -309,7 +189,7 @@ def load_tf1_checkpoint(model, path, mode="all", restore_head=True):
             _match_head(report, variables, expected, available, scope, restore_head, head)
     report["reinitialised"] = sorted(set(variables) - set(expected))
     report["skipped"] = sorted(set(shapes) - set(expected))
-    values = _read_values(prefix, reader, sorted(expected))
+    values = read_values(prefix, reader, sorted(expected))
     for name, variable in expected.items():
         variable.assign(values[name])
     report["loaded"] = len(expected)
@@ -354,7 +234,7 @@ def _check_detected(prefix, variables, available, head):
     if ours == theirs:
         return
     differing = {k: theirs[k] for k in theirs if theirs[k] != ours[k]}
-    problems, _, _ = _mismatches(variables, available)
+    problems, _, _ = mismatches(variables, available)
     raise CheckpointError(
         f"{prefix}: head configuration differs: checkpoint has {describe(theirs, available)}; "
         f"the model has {describe(_model_head(head), model_shapes)}; build the model with "
