@@ -17,7 +17,7 @@ the logits (e.g. 21 PASCAL classes -> 5 face classes). A head configuration that
 the model's (checkpoint_config.py: shown by names and shapes, or recorded by a saved graph) is
 an error naming both.
 
-Table 1's VGG16 rows take slim's ImageNet `vgg_16.ckpt` (vgg.CHECKPOINT_SCOPES): FCN-8s loads
+Table 1's VGG16 rows take slim's ImageNet `vgg_16.ckpt` (their backbones.BACKBONES records): FCN-8s loads
 conv1..conv5 and fc6/fc7 (convolutionalised, same shapes), DeepLab-V2 conv1..conv5 only; fc8 and
 `vgg_16/mean_rgb` are skipped (see load_tf1_checkpoint for the conv-only case).
 
@@ -31,13 +31,12 @@ import re
 import keras
 
 from deeplab_face.errors import CheckpointError, ConfigError
-from deeplab_face.models.backbones import BACKBONES
+from deeplab_face.models.backbones import BACKBONES, DEEPLAB_V3PLUS, Backbone
 from deeplab_face.models.checkpoint_config import (describe, detect_head, flags_for,
                                                    recorded_head)
 from deeplab_face.models.deeplab_v3plus import HEAD_OPTIONS
 from deeplab_face.models.layers import SCOPE_SEP
 from deeplab_face.models.tf1_checkpoint import leaf_layers, mismatches, read_tf1_checkpoint, read_values
-from deeplab_face.models.vgg import CHECKPOINT_SCOPES
 
 IMPORT_MODES = ("all", "backbone")
 LOGITS_SCOPE_NAME = "logits"  # model.py LOGITS_SCOPE_NAME: `logits/semantic[_i]`
@@ -71,20 +70,6 @@ def tf1_variable_map(model):
     return mapping
 
 
-def _backbone_scopes(backbone):
-    """(backbone scope, checkpoint scopes never loaded, note) of a build_segmenter name, or None.
-
-    The scopes never loaded are the ImageNet classifier (and, for VGG16, slim's `mean_rgb`
-    constant and any ImageNet layer whose shape the segmenter does not share).
-    """
-    if backbone in BACKBONES:
-        return BACKBONES[backbone].scope, BACKBONES[backbone].classifier_scopes, None
-    if backbone in CHECKPOINT_SCOPES:  # Table 1's VGG rows (vgg.py) keep their own table
-        entry = CHECKPOINT_SCOPES[backbone]
-        return entry["scope"], tuple(entry["skipped_scopes"]), entry["note"]
-    return None
-
-
 def _in_scope(name, scopes):
     return any(name == s or name.startswith(s + "/") for s in scopes)
 
@@ -105,7 +90,7 @@ def load_tf1_checkpoint(model, path, mode="all", restore_head=True):
     naming both; options that the checkpoint neither shows nor records are listed as unverified.
 
     An ImageNet (backbone-only) checkpoint loads the backbone scope in either mode; its
-    classifier scopes are skipped by design. For slim's `vgg_16.ckpt` (vgg.CHECKPOINT_SCOPES):
+    classifier scopes are skipped by design (backbones.BACKBONES). For slim's `vgg_16.ckpt`:
     `fcn8s_vgg16` loads conv1_1..conv5_3 and fc6/fc7 as convolutions, so a conv-only VGG16
     checkpoint is an error naming the missing fc6/fc7 (FCN-8s would otherwise silently start
     118M of its 134M parameters from scratch); `deeplab_v2_vgg16` loads conv1_1..conv5_3 only
@@ -141,10 +126,10 @@ def load_tf1_checkpoint(model, path, mode="all", restore_head=True):
     args = getattr(model, "segmenter_args", {})
     backbone = args.get("backbone")
     what = f"the {backbone or model.name} model"
-    scopes = _backbone_scopes(backbone)
-    if mode == "backbone" and scopes is None:
+    record = BACKBONES.get(backbone) or Backbone(str(backbone), build=None)  # no record: no scopes
+    if mode == "backbone" and record.scope is None:
         raise ConfigError(f"import mode 'backbone': no trunk scope known for {what}")
-    scope, skipped_scopes, note = scopes or (None, (), None)
+    scope, skipped_scopes = record.scope, record.skipped_scopes
     trunk = {n for n in variables if scope and _in_scope(n, (scope,))}
     backbone_only = scope is not None and all(_in_scope(n, (scope,)) for n in shapes)
     whole = mode == "all" and not backbone_only  # the checkpoint's head defines the model's
@@ -153,7 +138,7 @@ def load_tf1_checkpoint(model, path, mode="all", restore_head=True):
                  if whole or not _in_scope(n, skipped_scopes)}
     report = dict(mode=mode, head="loaded", note=None, head_differences=None, recorded={},
                   unverified={}, checkpoint=prefix)
-    head = {k: args[k] for k in HEAD_OPTIONS} if backbone in BACKBONES else None
+    head = {k: args[k] for k in HEAD_OPTIONS} if backbone in DEEPLAB_V3PLUS else None
     if head is not None:
         report["recorded"] = recorded_head(prefix, backbone, args["output_stride"], head)
         report["unverified"] = {k: head[k] for k in ("multi_grid", "atrous_rates")
@@ -178,13 +163,12 @@ def load_tf1_checkpoint(model, path, mode="all", restore_head=True):
         problems, missing, _ = mismatches(expected, {n: s for n, s in available.items()
                                                       if _in_scope(n, (scope,))})
         if problems:
-            hint = ("; " + CHECKPOINT_SCOPES[backbone]["missing_hint"]
-                    if missing and backbone in CHECKPOINT_SCOPES else "")
+            hint = "; " + record.missing_hint if missing and record.missing_hint else ""
             raise CheckpointError(f"{prefix}: does not match {what}"
                                   + ("" if backbone_only else f" in its {scope} trunk") + ": "
                                   + "; ".join(problems) + hint)
         if backbone_only:
-            report.update(head="not loaded: backbone-only checkpoint", note=note)
+            report.update(head="not loaded: backbone-only checkpoint", note=record.import_note)
         else:
             _match_head(report, variables, expected, available, scope, restore_head, head)
     report["reinitialised"] = sorted(set(variables) - set(expected))

@@ -22,6 +22,13 @@ def tf_name(scope):
     return scope.replace("/", SCOPE_SEP)
 
 
+def crop_hw(crop_size):
+    """(h, w) from an int or a pair."""
+    if isinstance(crop_size, (list, tuple)):
+        return int(crop_size[0]), int(crop_size[1])
+    return int(crop_size), int(crop_size)
+
+
 def scale_dimension(dim, scale):
     """TF DeepLab's size rule: int((dim - 1) * scale + 1); 513 at 1/16 -> 33, at 1.25 -> 641."""
     return int((float(dim) - 1.0) * scale + 1.0)

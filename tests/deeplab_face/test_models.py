@@ -4,9 +4,9 @@ import pytest
 
 from deeplab_face import build_segmenter
 from deeplab_face.errors import ConfigError
-from deeplab_face.models.backbones import BACKBONES
+from deeplab_face.models.backbones import BACKBONES, DEEPLAB_V3PLUS
 
-DEEPLAB_BACKBONES = sorted(BACKBONES)
+DEEPLAB_BACKBONES = sorted(DEEPLAB_V3PLUS)
 
 
 def randomize_weights(model, seed=0):
@@ -63,7 +63,7 @@ def test_feature_map_shapes(backbone, crop, output_stride):
     model = build_segmenter(backbone, 5, crop, output_stride=output_stride)
     grid = (crop - 1) // output_stride + 1  # 513 -> 33 at OS16
     fine = (crop - 1) // 4 + 1               # 513 -> 129
-    spec = BACKBONES[backbone]
+    spec = BACKBONES[backbone].trunk
     assert _map_shape(model, "aspp0") == (grid, grid, spec.feature_channels)
     assert _map_shape(model, "decoder__feature_projection0") == (fine, fine, spec.low_level_channels)
     assert tuple(model.feature_net.output.shape[1:]) == (fine, fine, 256)
