@@ -8,8 +8,9 @@ so the name map is mechanical, one rule per weight kind:
     BatchNormalization        gamma, beta, moving_mean, moving_variance -> <scope>/<same>
 
 `global_step` and optimiser slots (Momentum, Adam, RMSProp, ExponentialMovingAverage) are
-skipped (tf1_checkpoint.py, the reader every TF1 import shares). Any other difference (missing, unexpected, mis-shaped names) raises
-CheckpointError with counts and the first few names, on one line. A checkpoint without
+skipped (tf1_checkpoint.py, the reader every TF1 import shares). Any other difference
+(missing, unexpected, mis-shaped names) raises CheckpointError with counts and the first few
+names, on one line. A checkpoint without
 head variables (an ImageNet backbone) loads the backbone only, ignoring the ImageNet
 classifier scopes, and reports the head as intentionally not loaded. Import mode "backbone"
 (TF DeepLab's initialize_last_layer=False) restores the trunk and the matching head but never
