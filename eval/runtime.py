@@ -245,8 +245,8 @@ def load_pipeline(checkpoints, scheduler="rl", threshold=None, rl_stage=None, se
     import json
 
     from deeplab_face.errors import CheckpointError
+    from flownet2s.dff import load_dff
     from rl_scheduler import load_dvsnet, load_policy
-    from rl_scheduler.cache import load_dff
     from rl_scheduler.schedulers import make_scheduler
 
     if not os.path.isdir(checkpoints):

@@ -186,6 +186,14 @@ class DeepFeatureFlow:
         return result
 
 
+def load_dff(segmenter_dir, flownet_dir, **dff_options):
+    """The frozen N and F of two finished stages composed into one DeepFeatureFlow (§3.1)."""
+    from deeplab_face import load_segmenter
+    from flownet2s import load_flownet
+
+    return DeepFeatureFlow(load_segmenter(segmenter_dir), load_flownet(flownet_dir), **dff_options)
+
+
 def time_call(fn, warmup=2, runs=10):
     """Median milliseconds of `fn()` over `runs` after `warmup` calls (results fetched to host)."""
     for _ in range(warmup):

@@ -13,6 +13,8 @@ import os
 import numpy as np
 
 from deeplab_face.backend import to_numpy
+# moved to flownet2s.dff; kept for rl_scheduler/train.py, rl_scheduler/train_dvsnet.py, eval/sweeps.py
+from flownet2s.dff import load_dff  # noqa: F401
 from rl_scheduler import rewards
 
 KeyEntry = collections.namedtuple("KeyEntry", "mask confusion miou")
@@ -285,15 +287,6 @@ class VideoCache:
             for j, k in enumerate(chunk):
                 self._remember_features(k, features[j])
             self.key_computations += len(chunk)
-
-
-def load_dff(segmenter_dir, flownet_dir, **dff_options):
-    """The frozen N and F of earlier stages composed into one DeepFeatureFlow (§3.1)."""
-    from deeplab_face import load_segmenter
-    from flownet2s import load_flownet
-    from flownet2s.dff import DeepFeatureFlow
-
-    return DeepFeatureFlow(load_segmenter(segmenter_dir), load_flownet(flownet_dir), **dff_options)
 
 
 def load_video_caches(dff, prepared_dir, video_ids, num_classes=None, max_frames_in_memory=None,
