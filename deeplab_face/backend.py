@@ -1,8 +1,11 @@
-"""The two backend rules every package shares: how a hot call is compiled, how a result reaches numpy.
+"""The backend rules every package shares: how a hot call is compiled, how a result reaches numpy,
+what the device is called.
 
 Keras is imported on use, so that importing a caller (eval.sweeps, eval.report) stays free of
 TensorFlow until a model actually runs.
 """
+import platform
+
 import numpy as np
 
 
@@ -26,3 +29,15 @@ def to_numpy(x):
     import keras
 
     return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def device_name():
+    """The first GPU's name under TensorFlow, else the CPU's (for results that carry their FPS)."""
+    try:
+        import tensorflow as tf
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+    except Exception:  # no TensorFlow device query available: fall back to the CPU name
+        pass
+    return platform.processor() or platform.machine()
