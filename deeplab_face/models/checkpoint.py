@@ -149,25 +149,11 @@ def load_tf1_checkpoint(model, path, mode="all", restore_head=True):
                         if whole else ("multi_grid",))
     if whole:
         expected = variables
-        if head is not None:
-            _check_detected(prefix, variables, available, head)
-        problems, _, misshaped = mismatches(expected, available)
-        if problems:
-            hint = ""
-            if any(_in_scope(m.split(" ")[0], (LOGITS_SCOPE_NAME,)) for m in misshaped):
-                hint = ("; another number of classes: import with mode='backbone' "
-                        "(deeplab_face.train --initialize_last_layer=false)")
-            raise CheckpointError(f"{prefix}: does not match {what}: " + "; ".join(problems)
-                                  + hint)
+        _check_whole(prefix, variables, available, head, what)
     else:
         expected = {n: variables[n] for n in trunk}
-        problems, missing, _ = mismatches(expected, {n: s for n, s in available.items()
-                                                      if _in_scope(n, (scope,))})
-        if problems:
-            hint = "; " + record.missing_hint if missing and record.missing_hint else ""
-            raise CheckpointError(f"{prefix}: does not match {what}"
-                                  + ("" if backbone_only else f" in its {scope} trunk") + ": "
-                                  + "; ".join(problems) + hint)
+        _check_trunk(prefix, expected, available, record,
+                     what if backbone_only else f"{what} in its {scope} trunk")
         if backbone_only:
             report.update(head="not loaded: backbone-only checkpoint", note=record.import_note)
         else:
@@ -179,6 +165,30 @@ def load_tf1_checkpoint(model, path, mode="all", restore_head=True):
         variable.assign(values[name])
     report["loaded"] = len(expected)
     return report
+
+
+def _check_whole(prefix, variables, available, head, what):
+    """Mode "all" on a whole model's checkpoint: its head configuration and every weight with its
+    shape, or one CheckpointError line (another class count hints at mode "backbone")."""
+    if head is not None:
+        _check_detected(prefix, variables, available, head)
+    problems, _, misshaped = mismatches(variables, available)
+    if problems:
+        hint = ""
+        if any(_in_scope(m.split(" ")[0], (LOGITS_SCOPE_NAME,)) for m in misshaped):
+            hint = ("; another number of classes: import with mode='backbone' "
+                    "(deeplab_face.train --initialize_last_layer=false)")
+        raise CheckpointError(f"{prefix}: does not match {what}: " + "; ".join(problems) + hint)
+
+
+def _check_trunk(prefix, expected, available, record, what):
+    """The trunk's weights (`expected`) against the checkpoint's names under the trunk scope, all
+    or nothing; missing names add the backbone record's hint (slim's VGG16 checkpoints)."""
+    problems, missing, _ = mismatches(expected, {n: s for n, s in available.items()
+                                                 if _in_scope(n, (record.scope,))})
+    if problems:
+        hint = "; " + record.missing_hint if missing and record.missing_hint else ""
+        raise CheckpointError(f"{prefix}: does not match {what}: " + "; ".join(problems) + hint)
 
 
 def _match_head(report, variables, expected, available, scope, restore_head, head):
