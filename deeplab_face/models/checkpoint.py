@@ -10,17 +10,17 @@ so the name map is mechanical, one rule per weight kind:
 `global_step` and optimiser slots (Momentum, Adam, RMSProp, ExponentialMovingAverage) are
 skipped (tf1_checkpoint.py, the reader every TF1 import shares). Any other difference
 (missing, unexpected, mis-shaped names) raises CheckpointError with counts and the first few
-names, on one line. A checkpoint without
-head variables (an ImageNet backbone) loads the backbone only, ignoring the ImageNet
-classifier scopes, and reports the head as intentionally not loaded. Import mode "backbone"
+names, on one line. A checkpoint without head variables (an ImageNet backbone) loads the
+backbone only, ignoring the ImageNet classifier scopes, and reports the head as intentionally
+not loaded. Import mode "backbone"
 (TF DeepLab's initialize_last_layer=False) restores the trunk and the matching head but never
 the logits (e.g. 21 PASCAL classes -> 5 face classes). A head configuration that differs from
 the model's (checkpoint_config.py: shown by names and shapes, or recorded by a saved graph) is
 an error naming both.
 
-Table 1's VGG16 rows take slim's ImageNet `vgg_16.ckpt` (their backbones.BACKBONES records): FCN-8s loads
-conv1..conv5 and fc6/fc7 (convolutionalised, same shapes), DeepLab-V2 conv1..conv5 only; fc8 and
-`vgg_16/mean_rgb` are skipped (see load_tf1_checkpoint for the conv-only case).
+Table 1's VGG16 rows take slim's ImageNet `vgg_16.ckpt` (their backbones.BACKBONES records):
+FCN-8s loads conv1..conv5 and fc6/fc7 (convolutionalised, same shapes), DeepLab-V2 conv1..conv5
+only; fc8 and `vgg_16/mean_rgb` are skipped (see load_tf1_checkpoint for the conv-only case).
 
 Errors are one line starting with the path (or the prefix read): a path that does not exist, a
 file that is not a TF1 checkpoint, a TF2 object-based checkpoint, or a name mismatch.
