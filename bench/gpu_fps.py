@@ -108,24 +108,22 @@ def compile_fn(fn, models):
         jitted = jax.jit(pure)
         values = [v.value for v in variables]
         return lambda *args: jitted(values, *args)
-    if backend == "tensorflow":
-        import tensorflow as tf
-        return tf.function(fn, reduce_retracing=True)
-    return fn
+    from deeplab_face.backend import compile_fn as compile_tf  # tf.function, or fn itself
+    return compile_tf(fn)
 
 
 def block(out, fetch=False):
     """Waits for `out` (every leaf) on the device; `fetch` also copies it to the host."""
     import keras
-    import numpy as np
 
     leaves = keras.tree.flatten(out)
     if keras.backend.backend() == "jax" and not fetch:
         import jax
         jax.block_until_ready(leaves)
     else:
+        from deeplab_face.backend import to_numpy
         for leaf in leaves:
-            np.asarray(keras.ops.convert_to_numpy(leaf))
+            to_numpy(leaf)
     return out
 
 

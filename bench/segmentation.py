@@ -19,9 +19,8 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from deeplab_face import build_segmenter  # noqa: E402
-from deeplab_face.evaluate import (MODEL_NAMES, SINGLE_SCALE_BACKBONES, make_predictor,  # noqa: E402
-                                   model_fps, parse_scale_sets)
-from deeplab_face.models.segmenter import BACKBONE_NAMES  # noqa: E402
+from deeplab_face.evaluate import make_predictor, model_fps, parse_scale_sets  # noqa: E402
+from deeplab_face.models.backbones import BACKBONE_NAMES, BACKBONES  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("backbones", list(BACKBONE_NAMES), "Networks to time.")
@@ -42,7 +41,7 @@ def benchmark(backbones, sizes, scale_sets, num_classes=5, warmup=3, runs=10, se
             keras.utils.set_random_seed(seed)
             model = build_segmenter(backbone, num_classes, size)
             frame = rng.uniform(0, 255, (1, size, size, 3)).astype("float32")
-            for scales in ((1.0,),) if backbone in SINGLE_SCALE_BACKBONES else scale_sets:
+            for scales in ((1.0,),) if BACKBONES[backbone].single_scale else scale_sets:
                 predict = make_predictor(model, scales, False, (size, size))
                 fps = model_fps(predict, frame, warmup, runs)
                 rows.append((backbone, size, scales, 1000.0 / fps))
@@ -62,7 +61,7 @@ def main(argv):
     print("| model | S | eval scales | ms / frame | FPS |")
     print("|---|---|---|---|---|")
     for backbone, size, scales, ms in rows:
-        name = MODEL_NAMES.get(backbone, backbone)
+        name = BACKBONES[backbone].display_name
         print(f"| {name} | {size} | {', '.join(str(float(s)) for s in scales)} | {ms:.1f} | "
               f"{1000.0 / ms:.1f} |")
 

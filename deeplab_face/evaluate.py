@@ -22,19 +22,13 @@ import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
 from deeplab_face import atomic, cli  # noqa: E402
+from deeplab_face.backend import compile_fn  # noqa: E402
 from deeplab_face.data import tfrecords  # noqa: E402
 from deeplab_face.errors import ConfigError  # noqa: E402
+from deeplab_face.models.backbones import BACKBONES  # noqa: E402
 from deeplab_face.segmentation_metrics import confusion_matrix, fmt, mean_iou, or_none  # noqa: E402
 
 PAPER_SCALE_SETS = ((1.0,), (1.25, 1.75))  # §4.2 / Table 1
-MODEL_NAMES = {
-    "xception_65": "DeepLab-V3+ (Xception-65)",
-    "mobilenet_v2": "DeepLab-V3+ (MobileNet-V2)",
-    "resnet_v1_50_beta": "DeepLab-V3+ (ResNet-50)",
-    "fcn8s_vgg16": "FCN (VGG16)",
-    "deeplab_v2_vgg16": "DeepLab-V2 (VGG16)",
-}
-SINGLE_SCALE_BACKBONES = ("fcn8s_vgg16", "deeplab_v2_vgg16")  # Table 1 "N/A" rows
 FPS_WARMUP = 3
 FPS_RUNS = 20
 
@@ -64,7 +58,7 @@ def make_predictor(model, scales, flip, out_size, logits_fn=None):
             probs = resize_align_corners(probs, out_size)
         return tf.argmax(probs, axis=-1, output_type=tf.int32)
 
-    return tf.function(predict, reduce_retracing=True)  # batch sizes vary (last batch, FPS)
+    return compile_fn(predict)  # batch sizes vary (last batch, FPS)
 
 
 def model_fps(predict, frame, warmup=FPS_WARMUP, runs=FPS_RUNS):
@@ -152,7 +146,8 @@ def evaluate(segmenter_dir, prepared_dir, video_ids, scale_sets=PAPER_SCALE_SETS
     args = model.segmenter_args
     crop_size = int(model.input.shape[1])
     num_classes = int(args["num_classes"])
-    single_scale = args["backbone"] in SINGLE_SCALE_BACKBONES
+    record = BACKBONES[args["backbone"]]   # its Table 1 name and whether the row is single-scale
+    single_scale = record.single_scale
     if single_scale:
         scale_sets = ((1.0,),)
     total = sum(min(videos[v]["frames"], max_frames or videos[v]["frames"]) for v in video_ids)
@@ -168,10 +163,10 @@ def evaluate(segmenter_dir, prepared_dir, video_ids, scale_sets=PAPER_SCALE_SETS
             predict = make_predictor(model, scales, flip, (crop_size, crop_size), logits_fn)
         fps = model_fps(predict, frame, fps_warmup, fps_runs)
         if or_none(miou) is None:
-            log(f"warning: {MODEL_NAMES.get(args['backbone'], args['backbone'])} at scales {scales}: no "
+            log(f"warning: {record.display_name} at scales {scales}: no "
                 "labelled pixel in the test frames; its mIoU is n/a")
         miou = or_none(miou)
-        rows.append(dict(model=MODEL_NAMES.get(args["backbone"], args["backbone"]),
+        rows.append(dict(model=record.display_name,
                          scales=[] if single_scale else list(scales), miou=miou, fps=fps))
     results = {"table1": rows}
     if out_dir:

@@ -5,7 +5,7 @@
 
 Protocol (reference/dvsnet.md "Cityscapes protocol", paper.md §9, §11):
 - Each frame is split into DVSNet's four regions: the quadrants grown by `overlap` (64) px toward
-  the centre, 576x1088 each for 1024x2048 frames (`region_boxes`).
+  the centre, 576x1088 each for 1024x2048 frames (`eval.regions.region_boxes`).
 - Each region is an independent stream (paper.md §1, reconstructed): its own key frame, key
   logits, decision history and scheduler instance; one scheduler type for all four. Flow runs on
   the four (key, current) pairs as one batch (DVSNet's step 1); keys are segmented and non-keys
@@ -20,63 +20,25 @@ Protocol (reference/dvsnet.md "Cityscapes protocol", paper.md §9, §11):
   I/O and the frame conversion are not timed), as `eval.runtime` measures it.
 """
 import collections
-import platform
 import time
 
 import numpy as np
 
+from deeplab_face.backend import compile_fn, device_name, to_numpy
 from deeplab_face.data import cityscapes
 from deeplab_face.errors import ConfigError, DataError
 from eval import metrics
-from eval.runtime import needs_observation
+from eval.regions import merge_regions, region_boxes, region_size
+from eval.runtime import needs_observation, timed_flow
 from rl_scheduler.dvsnet_import import DVSNET_OVERLAP
 
 MERGE_SCORES = ("logit", "probability")
 SCHEDULER_NAMES = ("dvsnet", "rl", "fixed", "flow_magnitude", "random")
 
-Box = collections.namedtuple("Box", "y0 y1 x0 x1")
 StepResult = collections.namedtuple("StepResult", "index mask is_key scores flow_magnitudes ms")
 StepResult.__doc__ = """One frame of `RegionalSegmenter.stream`: mask uint8 (H, W) merged train ids;
 is_key, scores, flow_magnitudes: one per region; ms: flow, policy, key, warp_task, total (model time,
 milliseconds) and merge (not in total)."""
-
-
-def region_boxes(frame_hw, overlap=DVSNET_OVERLAP):
-    """DVSNet's four regions of an (H, W) frame: top-left, top-right, bottom-left, bottom-right.
-
-    Each quadrant grows by `overlap` px toward the centre: rows [0, H/2+o) and [H/2-o, H), columns
-    [0, W/2+o) and [W/2-o, W) (1024x2048 -> 576x1088 regions, 128-px bands where two meet).
-    """
-    height, width = int(frame_hw[0]), int(frame_hw[1])
-    if height % 2 or width % 2:
-        raise ConfigError(f"frame size {height}x{width}: the 4-region split needs even sides")
-    if overlap % 8 or overlap < 0:
-        raise ConfigError(f"--overlap={overlap}: must be a non-negative multiple of 8 (dvsnet.md)")
-    half_h, half_w = height // 2, width // 2
-    if overlap >= min(half_h, half_w):
-        raise ConfigError(f"--overlap={overlap}: too large for {height}x{width} frames")
-    rows = ((0, half_h + overlap), (half_h - overlap, height))
-    cols = ((0, half_w + overlap), (half_w - overlap, width))
-    return tuple(Box(y0, y1, x0, x1) for y0, y1 in rows for x0, x1 in cols)
-
-
-def region_size(frame_hw, overlap=DVSNET_OVERLAP):
-    """(h, w) of each region: (H/2 + overlap, W/2 + overlap); 576x1088 for Cityscapes."""
-    box = region_boxes(frame_hw, overlap)[0]
-    return box.y1 - box.y0, box.x1 - box.x0
-
-
-def merge_regions(labels, scores, boxes, frame_hw):
-    """DVSNet's overlap4 merge: each pixel takes the label of the covering region with the larger
-    score (maximum upsampled logit); ties keep the earlier region. Returns uint8 (H, W)."""
-    mask = np.zeros(tuple(frame_hw), np.uint8)
-    best = np.full(tuple(frame_hw), -np.inf, np.float32)
-    for label, score, box in zip(labels, scores, boxes):
-        window = (slice(box.y0, box.y1), slice(box.x0, box.x1))
-        take = score > best[window]
-        mask[window] = np.where(take, label, mask[window])
-        best[window] = np.where(take, score, best[window])
-    return mask
 
 
 def _deviation_hw(scheduler):
@@ -86,14 +48,6 @@ def _deviation_hw(scheduler):
         return None
     shape = model.inputs[0].shape
     return int(shape[1]), int(shape[2])
-
-
-def _compile(fn):
-    import keras
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-        return tf.function(fn, reduce_retracing=True)
-    return fn
 
 
 class RegionalSegmenter:
@@ -132,7 +86,7 @@ class RegionalSegmenter:
             scores = head(features, training=False)
             return keras.ops.argmax(scores, axis=-1), keras.ops.max(scores, axis=-1)
 
-        self._label_score = _compile(label_score)
+        self._label_score = compile_fn(label_score)
         self.reset()
 
     def reset(self):
@@ -160,7 +114,7 @@ class RegionalSegmenter:
             key = self.dff.key(batch)
             flow = self.dff.flow(batch, batch)
             out = self.dff.propagate(batch, key["features"], batch, flow_outputs=flow)
-            np.asarray(self._ops.convert_to_numpy(self._label_score(out["features"])[0]))
+            self._labels(out["features"])
         self.reset()
 
     def stream(self, frames):
@@ -189,62 +143,29 @@ class RegionalSegmenter:
 
     def step(self, frame):
         """Segments the next frame: flow, four decisions, keys, warps, merge (module docstring)."""
-        from flownet2s.dff import mean_flow_magnitude
-
-        ops, n = self._ops, len(self.boxes)
-        i = self.index
+        n, i = len(self.boxes), self.index
         self.index += 1
-        current = ops.convert_to_tensor(self.crops(frame))  # not timed (frame conversion)
+        current = self._ops.convert_to_tensor(self.crops(frame))  # not timed (frame conversion)
         ms = dict.fromkeys(metrics.STAGES, 0.0)
         magnitudes = np.full(n, np.nan)
         flow, flow_np, flow_regions = None, None, []
         if i > 0 and self.observe:  # DVSNet step 1: flow on the four pairs as one batch
-            start = time.perf_counter()
-            flow = self.dff.flow(ops.concatenate(self.key_frames, axis=0), current)
-            flow_np = {tap: np.asarray(ops.convert_to_numpy(flow[tap])) for tap in ("conv6", "conv6_1")}
-            magnitudes = np.asarray(ops.convert_to_numpy(mean_flow_magnitude(flow["flow"])), np.float64)
-            ms["flow"] = 1000.0 * (time.perf_counter() - start)
-            flow_regions = list(range(n))
-
-        start = time.perf_counter()
-        is_key, scores = [], []
-        for region, scheduler in enumerate(self.schedulers):
-            key, score = scheduler.decide(self._observation(scheduler, i, region, flow_np, magnitudes))
-            scheduler.record(key)
-            is_key.append(bool(key) or self.key_frames[region] is None)
-            scores.append(float(score))
-        ms["policy"] = 1000.0 * (time.perf_counter() - start)
-
+            flow, flow_np, magnitudes = timed_flow(self.dff, self.key_frames, current, ms)
+            magnitudes, flow_regions = magnitudes.astype(np.float64), list(range(n))
+        is_key, scores = self._decide(i, flow_np, magnitudes, ms)
         labels, region_scores = [None] * n, [None] * n
         keys = [r for r in range(n) if is_key[r]]
         warps = [r for r in range(n) if not is_key[r]]
         if keys:
             start = time.perf_counter()
             out = self.dff.key(self._take(current, keys))
-            label, score = self._label_score(out["features"])
-            label, score = ops.convert_to_numpy(label), ops.convert_to_numpy(score)
+            label, score = self._labels(out["features"])
             ms["key"] = 1000.0 * (time.perf_counter() - start)
             for j, r in enumerate(keys):
                 labels[r], region_scores[r] = label[j], score[j]
-                self.key_frames[r] = current[r:r + 1]
-                self.key_features[r] = out["features"][j:j + 1]
+                self.key_frames[r], self.key_features[r] = current[r:r + 1], out["features"][j:j + 1]
         if warps:
-            key_frames = ops.concatenate([self.key_frames[r] for r in warps], axis=0)
-            key_features = ops.concatenate([self.key_features[r] for r in warps], axis=0)
-            frames = self._take(current, warps)
-            if flow is None:  # fixed / random: flow on the non-key regions only, as DFF does
-                start = time.perf_counter()
-                flow = self.dff.flow(key_frames, frames)
-                magnitudes[warps] = np.asarray(ops.convert_to_numpy(mean_flow_magnitude(flow["flow"])))
-                ms["flow"] = 1000.0 * (time.perf_counter() - start)
-                flow_regions = warps
-            start = time.perf_counter()
-            rows = [flow_regions.index(r) for r in warps]
-            given = {k: self._take(flow[k], rows) for k in ("flow", "scale")}
-            out = self.dff.propagate(key_frames, key_features, frames, flow_outputs=given)
-            label, score = self._label_score(out["features"])
-            label, score = ops.convert_to_numpy(label), ops.convert_to_numpy(score)
-            ms["warp_task"] = 1000.0 * (time.perf_counter() - start)
+            label, score = self._propagate(current, warps, flow, flow_regions, magnitudes, ms)
             for j, r in enumerate(warps):
                 labels[r], region_scores[r] = label[j], score[j]
         ms["total"] = sum(ms[s] for s in metrics.STAGES)
@@ -253,6 +174,40 @@ class RegionalSegmenter:
         mask = merge_regions(labels, region_scores, self.boxes, self.frame_hw)
         ms["merge"] = 1000.0 * (time.perf_counter() - start)
         return StepResult(i, mask, tuple(is_key), tuple(scores), tuple(magnitudes.tolist()), ms)
+
+    def _decide(self, i, flow_np, magnitudes, ms):
+        """Every region's decision, timed as "policy"; a region without a key frame is a key."""
+        start = time.perf_counter()
+        is_key, scores = [], []
+        for region, scheduler in enumerate(self.schedulers):
+            key, score = scheduler.decide(self._observation(scheduler, i, region, flow_np, magnitudes))
+            scheduler.record(key)
+            is_key.append(bool(key) or self.key_frames[region] is None)
+            scores.append(float(score))
+        ms["policy"] = 1000.0 * (time.perf_counter() - start)
+        return is_key, scores
+
+    def _propagate(self, current, warps, flow, flow_regions, magnitudes, ms):
+        """(labels, scores) of the non-key regions `warps`: their key features warped by the flow."""
+        ops = self._ops
+        key_frames = ops.concatenate([self.key_frames[r] for r in warps], axis=0)
+        key_features = ops.concatenate([self.key_features[r] for r in warps], axis=0)
+        frames = self._take(current, warps)
+        if flow is None:  # fixed / random: flow on the non-key regions only, as DFF does
+            flow, _, magnitudes[warps] = timed_flow(self.dff, key_frames, frames, ms, taps=False)
+            flow_regions = warps
+        start = time.perf_counter()
+        rows = [flow_regions.index(r) for r in warps]
+        given = {k: self._take(flow[k], rows) for k in ("flow", "scale")}
+        out = self.dff.propagate(key_frames, key_features, frames, flow_outputs=given)
+        label, score = self._labels(out["features"])
+        ms["warp_task"] = 1000.0 * (time.perf_counter() - start)
+        return label, score
+
+    def _labels(self, features):
+        """Numpy (labels, merge scores) of task-net features."""
+        label, score = self._label_score(features)
+        return to_numpy(label), to_numpy(score)
 
 
 def load_frames(snippet):
@@ -321,17 +276,6 @@ def make_region_schedulers(name, threshold=None, decision_net=None, policy=None,
     return schedulers
 
 
-def _device_name():
-    try:
-        import tensorflow as tf
-        gpus = tf.config.list_physical_devices("GPU")
-        if gpus:
-            return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
-    except Exception:  # no TensorFlow device query available: fall back to the CPU name
-        pass
-    return platform.processor() or platform.machine()
-
-
 def run(data_dir, checkpoint, scheduler="dvsnet", threshold=None, rl_stage=None, split="val",
         max_snippets=None, out=None, overlap=DVSNET_OVERLAP, merge_score="logit", seed=0,
         warm_up=True):
@@ -373,7 +317,7 @@ def run(data_dir, checkpoint, scheduler="dvsnet", threshold=None, rl_stage=None,
                   threshold=float(threshold), rl_stage=rl_stage, split=split,
                   max_snippets=max_snippets, overlap=overlap, merge_score=merge_score, seed=seed,
                   frame_size=list(frame_hw), region_size=list(region_size(frame_hw, overlap)),
-                  flow_input=list(dff.flow_input), device=_device_name())
+                  flow_input=list(dff.flow_input), device=device_name())
     results = {"config": config, "curves": {scheduler: [point]},
                "cityscapes": {k: (v.tolist() if isinstance(v, np.ndarray) else v)
                               for k, v in numbers.items()}}

@@ -35,6 +35,7 @@ import time
 
 import numpy as np
 
+from deeplab_face.backend import to_numpy  # imports Keras on use: eval.sweeps stays free of TensorFlow
 from eval.metrics import STAGES
 
 # Schedulers whose decision needs no flow-net output (their decide() reads history / frame_index only).
@@ -55,14 +56,31 @@ def needs_observation(scheduler):
     return getattr(scheduler, "name", None) not in OBSERVATION_FREE
 
 
-def _numpy(x):
-    import keras  # imported on use: `import eval.sweeps` (and eval.report) stays free of TensorFlow
+def timed_flow(dff, key_frames, frames, ms, taps=True):
+    """The flow net on (key, current) pairs, its time added to ms["flow"]; the one flow step of
+    `DynamicSegmenter` and eval.cityscapes' `RegionalSegmenter`.
 
-    return np.asarray(keras.ops.convert_to_numpy(x))
+    key_frames: a batch, or a list of streams' (1, h, w, 3) key frames, batched inside the timed call.
+    The flow-magnitude score and the taps' copy to the host (a scheduler reads them) are timed too.
+    Returns (raw `dff.flow` outputs, numpy {"conv6", "conv6_1"} or None when not `taps`, numpy mean
+    |flow| per pair).
+    """
+    import keras
+
+    from flownet2s.dff import mean_flow_magnitude  # the one definition of the flow-magnitude score
+
+    start = time.perf_counter()
+    if isinstance(key_frames, list):
+        key_frames = keras.ops.concatenate(key_frames, axis=0)
+    raw = dff.flow(key_frames, frames)
+    numpy_taps = {tap: to_numpy(raw[tap]) for tap in ("conv6", "conv6_1")} if taps else None
+    magnitudes = to_numpy(mean_flow_magnitude(raw["flow"]))
+    ms["flow"] += 1000.0 * (time.perf_counter() - start)
+    return raw, numpy_taps, magnitudes
 
 
 def _mask(probs):
-    return np.argmax(_numpy(probs)[0], axis=-1).astype(np.uint8)
+    return np.argmax(to_numpy(probs)[0], axis=-1).astype(np.uint8)
 
 
 class DynamicSegmenter:
@@ -104,8 +122,8 @@ class DynamicSegmenter:
         _mask(self.dff.propagate(current, key["features"], current, flow_outputs=flow)["probs"])
         if needs_observation(self.scheduler):   # its network traces on first use (~0.3 s on a CPU);
             # fixed / random are left alone: random's draw would move its seeded stream
-            self.scheduler.decide({"frame_index": 1, "conv6": _numpy(flow["conv6"]),
-                                   "conv6_1": _numpy(flow["conv6_1"]), "flow_magnitude": 0.0})
+            self.scheduler.decide({"frame_index": 1, "conv6": to_numpy(flow["conv6"]),
+                                   "conv6_1": to_numpy(flow["conv6_1"]), "flow_magnitude": 0.0})
         self.reset()
 
     def stream(self, frames):
@@ -124,13 +142,11 @@ class DynamicSegmenter:
         self.index += 1
         current = np.asarray(frame, np.float32)[None]
         ms = dict.fromkeys(STAGES, 0.0)
-        flow_outputs, magnitude = None, math.nan
+        flow, magnitude = None, math.nan
         observation = {"frame_index": i}
         lazy_flow = i > 0 and not needs_observation(self.scheduler)
         if i > 0 and not lazy_flow:
-            flow_outputs, magnitude = self._flow(current, ms)
-            observation.update(conv6=flow_outputs["conv6_np"], conv6_1=flow_outputs["conv6_1_np"],
-                               flow_magnitude=magnitude)
+            flow, magnitude = self._flow(current, ms, observation)
         knob = float(self.scheduler.threshold)
         start = time.perf_counter()
         is_key, score = self.scheduler.decide(observation)
@@ -147,10 +163,9 @@ class DynamicSegmenter:
             self.key_frame, self.key_features, self.key_index = current, out["features"], i
         else:
             if lazy_flow:
-                flow_outputs, magnitude = self._flow(current, ms)
+                flow, magnitude = self._flow(current, ms)
             start = time.perf_counter()
-            out = self.dff.propagate(self.key_frame, self.key_features, current,
-                                     flow_outputs=flow_outputs["raw"])
+            out = self.dff.propagate(self.key_frame, self.key_features, current, flow_outputs=flow)
             mask = _mask(out["probs"])
             ms["warp_task"] = 1000.0 * (time.perf_counter() - start)
         ms["total"] = sum(ms[s] for s in STAGES)
@@ -159,16 +174,13 @@ class DynamicSegmenter:
             self.budget.update(result)
         return result
 
-    def _flow(self, current, ms):
-        """Flow-net pass (key frame, current frame); adds its time to ms["flow"]."""
-        from flownet2s.dff import mean_flow_magnitude  # the one definition of the flow-magnitude score
-
-        start = time.perf_counter()
-        raw = self.dff.flow(self.key_frame, current)
-        outputs = {"raw": raw, "conv6_np": _numpy(raw["conv6"]), "conv6_1_np": _numpy(raw["conv6_1"])}
-        magnitude = float(np.mean(_numpy(mean_flow_magnitude(raw["flow"]))))
-        ms["flow"] += 1000.0 * (time.perf_counter() - start)
-        return outputs, magnitude
+    def _flow(self, current, ms, observation=None):
+        """(flow outputs, mean |flow|) of (key frame, current frame); fills `observation` with the taps."""
+        raw, taps, magnitudes = timed_flow(self.dff, self.key_frame, current, ms)
+        magnitude = float(np.mean(magnitudes))
+        if observation is not None:
+            observation.update(taps, flow_magnitude=magnitude)
+        return raw, magnitude
 
 
 # -- a pipeline from a checkpoints folder (stage layout, WORKSPACE.md) ------------------------------
@@ -250,8 +262,8 @@ def load_pipeline(checkpoints, scheduler="rl", threshold=None, rl_stage=None, se
     import json
 
     from deeplab_face.errors import CheckpointError
+    from flownet2s.dff import load_dff
     from rl_scheduler import load_dvsnet, load_policy
-    from rl_scheduler.cache import load_dff
     from rl_scheduler.schedulers import make_scheduler
 
     if not os.path.isdir(checkpoints):

@@ -251,12 +251,7 @@ def segment_video(video, checkpoints, scheduler="rl", output="segmented.mp4", lo
                 key_box, reasons[reason] = state["box"], reasons[reason] + 1
             picture = draw(frame, paste(result.mask, state["box"], frame.shape), state["box"], result,
                            scheduler, reason)
-            outputs.write(index, picture, [
-                result.index, int(result.is_key), f"{result.score:.6g}", f"{result.flow_magnitude:.6g}"]
-                + [f"{result.ms[s]:.3f}" for s in ("flow", "policy", "key", "warp_task", "total")]
-                + [f"{result.knob:.6g}", f"{controller.running_aki:.4g}", f"{controller.running_fps:.4g}",
-                   controller.bound, reason]
-                + (["", "", ""] if state["box"] is None else [f"{v:.2f}" for v in state["box"]]))
+            outputs.write(index, picture, csv_row(result, controller, reason, state["box"]))
             rows, keys = rows + 1, keys + int(result.is_key)
             ms.append(result.ms["total"])   # one float a frame: a long video stays small
             sum_ms += ms[-1]                  # running sum: no O(frames) pass per frame
@@ -275,16 +270,34 @@ def segment_video(video, checkpoints, scheduler="rl", output="segmented.mp4", lo
                    end_to_end_fps=metrics.end_to_end_fps(rows, seconds), output=output, log=log,
                    knob=controller.knob, saturated_frames=controller.saturated_frames, key_reasons=dict(reasons),
                    face_track=None if tracker is None else dict(tracker))
-    say(f"{rows} frames, {keys} keys (AKI {summary['aki']:.1f}; "
-        f"{', '.join(f'{n} {r}' for r, n in sorted(reasons.items()))}), {summary['model_fps']:.1f} FPS model "
-        f"time, {summary['end_to_end_fps']:.1f} FPS end to end -> {output}, {log}")
-    if tracker is not None:
-        say("face track: " + ", ".join(f"{k} {v}" for k, v in tracker.items()))
-    if controller.active:
-        say(f"budget mode: final {controller.knob_spec.label} {controller.knob:.4g}, running AKI "
-            f"{controller.running_aki:.3g}, running {controller.running_fps:.3g} FPS; knob at a bound on "
-            f"{controller.saturated_frames} of {rows} frames")
+    for line in summary_lines(summary, controller):
+        say(line)
     return summary
+
+
+def csv_row(result, controller, reason, box):
+    """One CSV_COLUMNS row: the runtime's `FrameResult`, the budget controller's state, the key
+    reason and the crop box (empty without one)."""
+    return ([result.index, int(result.is_key), f"{result.score:.6g}", f"{result.flow_magnitude:.6g}"]
+            + [f"{result.ms[s]:.3f}" for s in ("flow", "policy", "key", "warp_task", "total")]
+            + [f"{result.knob:.6g}", f"{controller.running_aki:.4g}", f"{controller.running_fps:.4g}",
+               controller.bound, reason]
+            + (["", "", ""] if box is None else [f"{v:.2f}" for v in box]))
+
+
+def summary_lines(summary, controller):
+    """The run's closing lines: frames, keys by reason, FPS and outputs; face track; budget mode."""
+    reasons, tracker = summary["key_reasons"], summary["face_track"]
+    lines = [f"{summary['frames']} frames, {summary['keys']} keys (AKI {summary['aki']:.1f}; "
+             f"{', '.join(f'{n} {r}' for r, n in sorted(reasons.items()))}), {summary['model_fps']:.1f} FPS "
+             f"model time, {summary['end_to_end_fps']:.1f} FPS end to end -> {summary['output']}, {summary['log']}"]
+    if tracker is not None:
+        lines.append("face track: " + ", ".join(f"{k} {v}" for k, v in tracker.items()))
+    if controller.active:
+        lines.append(f"budget mode: final {controller.knob_spec.label} {controller.knob:.4g}, running AKI "
+                     f"{controller.running_aki:.3g}, running {controller.running_fps:.3g} FPS; knob at a bound "
+                     f"on {controller.saturated_frames} of {summary['frames']} frames")
+    return lines
 
 
 # -- command --------------------------------------------------------------------------------------

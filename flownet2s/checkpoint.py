@@ -8,35 +8,19 @@ Keras's layouts (tensorflow.md), so the map is `<scope>/<layer>/weights -> layer
 `<scope>/<layer>/biases -> layer.bias`. `tf.train.Checkpoint.restore` restores nothing from a
 TF1 file into Keras 3 layers, hence this loader. Deconvolutions have no biases there.
 
-Any missing, unexpected or mis-shaped flow-net variable raises CheckpointError listing them.
+Reading, the skipped training variables (global_step, optimiser slots) and the all-or-nothing
+check are deeplab_face.models.tf1_checkpoint's, as for every TF1 import: any missing, unexpected
+or mis-shaped flow-net variable raises one CheckpointError line naming the checkpoint and them.
 The scale-field head is task-specific (DVSNet's has 19 Cityscapes classes): it is loaded when
 the checkpoint has a `predict_scale` of the model's shape, and otherwise left at its identity
 initialisation (weights 0, bias 1) and reported under "skipped".
 """
-import os
-
-import numpy as np
-
 from deeplab_face.errors import CheckpointError
+from deeplab_face.models.tf1_checkpoint import assign_exact, read_tf1_checkpoint
 from flownet2s.model import scale_head_layer_names
 
 SCOPES = ("FlowNetS", "FlowNets")
-# Variables a TF1 training run saves next to the model's: not model weights.
-IGNORED_MARKERS = ("global_step", "/Adam", "/Momentum", "/RMSProp", "beta1_power", "beta2_power",
-                   "/ExponentialMovingAverage", "learning_rate")
 CHECKPOINT_SCALE_HEAD = "predict_scale"
-
-
-def _reader(path):
-    import tensorflow as tf
-    prefix = tf.train.latest_checkpoint(path) if os.path.isdir(path) else path
-    if not prefix:
-        raise CheckpointError(f"{path}: no TF1 checkpoint found in this directory")
-    try:
-        return tf.train.load_checkpoint(prefix), prefix
-    except Exception as e:  # NotFoundError, DataLossError, ...: one line naming the file
-        raise CheckpointError(f"{prefix}: not a readable TF checkpoint "
-                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
 
 
 def _detect_scope(names, path):
@@ -60,47 +44,35 @@ def checkpoint_map(model, scope):
     return mapping
 
 
+def _scale_head_variables(model, scope, shapes):
+    """{TF1 name: variable} of DVSNet's `predict_scale` when the model has it and the checkpoint's
+    weights and biases both have its shapes; else {} (the head keeps its initialisation)."""
+    if CHECKPOINT_SCALE_HEAD not in scale_head_layer_names(model):
+        return {}
+    layer = model.get_layer(CHECKPOINT_SCALE_HEAD)
+    names = [f"{scope}/{CHECKPOINT_SCALE_HEAD}/{p}" for p in ("weights", "biases")]
+    if len(layer.weights) != 2 or not all(n in shapes and tuple(shapes[n]) == tuple(w.shape)
+                                          for n, w in zip(names, layer.weights)):
+        return {}
+    return dict(zip(names, layer.weights))
+
+
 def load_tf1_checkpoint(model, path, scope=None):
     """Copy a FlowNetS TF1 checkpoint into `model` (flownet2s.build_flownet); returns a report.
 
     Args:
-      path: checkpoint prefix or directory (latest checkpoint).
+      path: checkpoint prefix, one of its files, or a directory (latest checkpoint).
       scope: "FlowNetS" or "FlowNets"; detected when None.
     Returns dict(scope, prefix, loaded=[names], skipped=[names]).
     """
-    reader, prefix = _reader(path)
-    shapes = reader.get_variable_to_shape_map()
-    names = {n for n in shapes if not any(m in n for m in IGNORED_MARKERS)}
-    scope = scope or _detect_scope(names, prefix)
-    names = {n for n in names if n.startswith(scope + "/")}
-    mapping = checkpoint_map(model, scope)
-    scale_names = {n for n in names if n.startswith(f"{scope}/{CHECKPOINT_SCALE_HEAD}/")}
-
-    missing = sorted(set(mapping) - names)
-    unexpected = sorted(names - set(mapping) - scale_names)
-    misshaped = sorted(f"{n} {list(shapes[n])} vs {list(layer.weights[i].shape)}"
-                       for n, (layer, i) in mapping.items()
-                       if n in names and tuple(shapes[n]) != tuple(layer.weights[i].shape))
-    if missing or unexpected or misshaped:
-        parts = [f"{label}: {', '.join(items)}" for label, items in
-                 (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if items]
-        raise CheckpointError(f"{prefix}: does not fit the flow net (width "
-                              f"{getattr(model, 'flownet_args', {}).get('width', '?')}): " + "; ".join(parts))
-
-    values = {}
-    for name, (layer, index) in mapping.items():
-        values.setdefault(layer.name, [w.numpy() if hasattr(w, "numpy") else np.asarray(w)
-                                       for w in layer.get_weights()])
-        values[layer.name][index] = reader.get_tensor(name)
-    for layer_name, weights in values.items():
-        model.get_layer(layer_name).set_weights(weights)
-    loaded, skipped = sorted(mapping), sorted(scale_names)
-    if "predict_scale" in scale_head_layer_names(model) and scale_names:
-        layer = model.get_layer("predict_scale")
-        tensors = [reader.get_tensor(f"{scope}/{CHECKPOINT_SCALE_HEAD}/{p}") for p in ("weights", "biases")
-                   if f"{scope}/{CHECKPOINT_SCALE_HEAD}/{p}" in names]
-        if len(tensors) == 2 and all(tuple(t.shape) == tuple(w.shape)
-                                     for t, w in zip(tensors, layer.weights)):
-            layer.set_weights(tensors)
-            loaded, skipped = sorted(loaded + list(scale_names)), []
-    return dict(scope=scope, prefix=prefix, loaded=loaded, skipped=skipped)
+    prefix, shapes, reader = read_tf1_checkpoint(path)
+    scope = scope or _detect_scope(shapes, prefix)
+    in_scope = {n: s for n, s in shapes.items() if n.startswith(scope + "/")}
+    variables = {name: layer.weights[index] for name, (layer, index) in checkpoint_map(model, scope).items()}
+    variables.update(_scale_head_variables(model, scope, in_scope))
+    skipped = sorted(n for n in in_scope if n.startswith(f"{scope}/{CHECKPOINT_SCALE_HEAD}/")
+                     and n not in variables)
+    available = {n: s for n, s in in_scope.items() if n not in skipped}
+    width = getattr(model, "flownet_args", {}).get("width", "?")
+    assign_exact(prefix, shapes, reader, variables, available, f"the flow net (width {width})")
+    return dict(scope=scope, prefix=prefix, loaded=sorted(variables), skipped=skipped)

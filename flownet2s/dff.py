@@ -10,13 +10,16 @@ its vectors scaled by the same align-corners factor (grid - 1) / (input - 1), so
 is expressed in feature-grid pixels (DESIGN.md "Flow"). The scale field is resized to the
 grid likewise. Each public call is one compiled function under the TensorFlow backend.
 """
+import functools
 import time
 
 import keras
 import numpy as np
 from keras import ops
 
+from deeplab_face.backend import compile_fn, to_numpy
 from deeplab_face.errors import ConfigError
+from deeplab_face.models import layers
 from flownet2s.model import INPUT_MULTIPLE, resized_flownet
 from flownet2s.warp import BORDERS, warp
 
@@ -34,38 +37,12 @@ def flow_input_size(crop_size, flow_resolution="full"):
     return size // 2 if flow_resolution == "half" else size
 
 
-def _axis_taps(out_size, in_size):
-    """Align-corners bilinear taps along one axis: lower index, upper index, upper weight."""
-    if out_size == 1 or in_size == 1:
-        zeros = np.zeros(out_size, np.int32)
-        return zeros, zeros, np.zeros(out_size, np.float32)
-    positions = np.arange(out_size, dtype=np.float64) * (in_size - 1) / (out_size - 1)
-    lower = np.minimum(np.floor(positions).astype(np.int32), in_size - 1)
-    upper = np.minimum(lower + 1, in_size - 1)
-    return lower, upper, (positions - lower).astype(np.float32)
-
-
-def resize_align_corners(images, size):
-    """Align-corners bilinear resize of NHWC `images` (static H, W) to `size`.
-
-    Same weights as deeplab_face.models.layers.resize_align_corners (TF's align_corners=True),
-    computed with two gathers per axis instead of dense interpolation matrices: the non-key
-    path resizes 3-channel frames (513 -> 512) and the 256-channel scale field (128 -> 129),
-    where the matrix form costs as much as the flow net.
-    """
-    out_h, out_w = int(size[0]), int(size[1])
-    for axis, out_size in ((1, out_h), (2, out_w)):
-        in_size = int(images.shape[axis])
-        if in_size == out_size:
-            continue
-        lower, upper, weight = _axis_taps(out_size, in_size)
-        shape = [1, 1, 1, 1]
-        shape[axis] = out_size
-        weight = ops.convert_to_tensor(weight.reshape(shape), dtype=images.dtype)
-        low = ops.take(images, ops.convert_to_tensor(lower), axis=axis)
-        high = ops.take(images, ops.convert_to_tensor(upper), axis=axis)
-        images = low + (high - low) * weight
-    return images
+# The gather form of the align-corners resize (deeplab_face.models.layers.resize_align_corners):
+# the non-key path resizes 3-channel frames (513 -> 512) and the 256-channel scale field (128 -> 129),
+# where the matrix form costs as much as the flow net.
+RESIZE = "gather"
+# moved to deeplab_face.models.layers (method="gather"); kept for flownet2s/pretrain.py
+resize_align_corners = functools.partial(layers.resize_align_corners, method=RESIZE)
 
 
 def resize_flow(flow, size, input_size):
@@ -78,7 +55,7 @@ def resize_flow(flow, size, input_size):
     size = (int(size[0]), int(size[1]))
     scale_x = (size[1] - 1) / max(int(input_size[1]) - 1, 1)
     scale_y = (size[0] - 1) / max(int(input_size[0]) - 1, 1)
-    flow = resize_align_corners(flow, size)
+    flow = layers.resize_align_corners(flow, size, method=RESIZE)
     return flow * ops.convert_to_tensor([scale_x, scale_y], dtype=flow.dtype)
 
 
@@ -96,14 +73,6 @@ def _logits_of(task_net):
     if isinstance(last, keras.layers.Softmax):
         return keras.Model(task_net.inputs, last.input, name="task_logits")
     return None
-
-
-def _compile(fn, jit_compile=False):
-    """One compiled call under the TensorFlow backend (tf.function); eager elsewhere."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-        return tf.function(fn, jit_compile=jit_compile, reduce_retracing=True)
-    return fn
 
 
 class DeepFeatureFlow:
@@ -149,20 +118,20 @@ class DeepFeatureFlow:
                               f"feature_net's {self.feature_channels} channels (or 1)")
         self.border = border
         self.dvsnet_compat = bool(dvsnet_compat)
-        self._key = _compile(self._key_fn)
-        self._flow = _compile(self._flow_fn)
-        self._warp_task_fn = _compile(self._warp_task, jit_compile=True) if warp_jit else self._warp_task
-        self._propagate = _compile(self._propagate_fn)
-        self._propagate_given = _compile(self._propagate_given_fn)
+        self._key = compile_fn(self._key_fn)
+        self._flow = compile_fn(self._flow_fn)
+        self._warp_task_fn = compile_fn(self._warp_task, jit_compile=True) if warp_jit else self._warp_task
+        self._propagate = compile_fn(self._propagate_fn)
+        self._propagate_given = compile_fn(self._propagate_given_fn)
 
     # -- building blocks (differentiable; used by the trainer inside its own tape) -----------
     def flow_outputs(self, key_frame, frame, training=False):
         """Flow-net outputs with `flow` and `scale` resized to the feature grid (grid pixels)."""
-        key_small = resize_align_corners(ops.cast(key_frame, "float32"), self.flow_input)
-        frame_small = resize_align_corners(ops.cast(frame, "float32"), self.flow_input)
+        key_small = layers.resize_align_corners(ops.cast(key_frame, "float32"), self.flow_input, method=RESIZE)
+        frame_small = layers.resize_align_corners(ops.cast(frame, "float32"), self.flow_input, method=RESIZE)
         out = self.flow_net([key_small, frame_small], training=training)
         return {"flow": resize_flow(out["flow"], self.feature_grid, self.flow_input),
-                "scale": resize_align_corners(out["scale"], self.feature_grid),
+                "scale": layers.resize_align_corners(out["scale"], self.feature_grid, method=RESIZE),
                 "conv6": out["conv6"], "conv6_1": out["conv6_1"]}
 
     def warp_features(self, key_features, flow, scale):
@@ -217,9 +186,16 @@ class DeepFeatureFlow:
         return result
 
 
+def load_dff(segmenter_dir, flownet_dir, **dff_options):
+    """The frozen N and F of two finished stages composed into one DeepFeatureFlow (§3.1)."""
+    from deeplab_face import load_segmenter
+    from flownet2s import load_flownet
+
+    return DeepFeatureFlow(load_segmenter(segmenter_dir), load_flownet(flownet_dir), **dff_options)
+
+
 def time_call(fn, warmup=2, runs=10):
     """Median milliseconds of `fn()` over `runs` after `warmup` calls (results fetched to host)."""
-    import numpy as np
     for _ in range(warmup):
         _block(fn())
     times = []
@@ -233,4 +209,4 @@ def time_call(fn, warmup=2, runs=10):
 def _block(result):
     values = result.values() if isinstance(result, dict) else [result]
     for value in values:
-        ops.convert_to_numpy(value)
+        to_numpy(value)

@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
 from deeplab_face import atomic, cli  # noqa: E402
+from deeplab_face.backend import to_numpy  # noqa: E402
 from deeplab_face.errors import ConfigError  # noqa: E402
 from deeplab_face.segmentation_metrics import confusion_matrix, mean_iou  # noqa: E402
 from flownet2s.dff import DeepFeatureFlow, time_call  # noqa: E402
@@ -63,9 +64,9 @@ def gap_confusions(dff, images, labels, gaps, num_classes, batch_size=4, progbar
     for start in range(0, count, batch_size):
         keys = np.arange(start, min(start + batch_size, count))
         key_out = dff.key(padded(images[keys]))
-        key_pred = np.argmax(keras.ops.convert_to_numpy(key_out["probs"])[:len(keys)], axis=-1)
+        key_pred = np.argmax(to_numpy(key_out["probs"])[:len(keys)], axis=-1)
         key_confusion += confusion_matrix(key_pred, labels[keys], num_classes)
-        features = keras.ops.convert_to_numpy(key_out["features"])
+        features = to_numpy(key_out["features"])
         for gap in gaps:
             valid = keys + gap < count
             if not valid.any():
@@ -73,7 +74,7 @@ def gap_confusions(dff, images, labels, gaps, num_classes, batch_size=4, progbar
             n = int(valid.sum())
             out = dff.propagate(padded(images[keys[valid]]), padded(features[:len(keys)][valid]),
                                 padded(images[keys[valid] + gap]))
-            pred = np.argmax(keras.ops.convert_to_numpy(out["probs"])[:n], axis=-1)
+            pred = np.argmax(to_numpy(out["probs"])[:n], axis=-1)
             confusions[gap] += confusion_matrix(pred, labels[keys[valid] + gap], num_classes)
         if progbar is not None:
             progbar.add(len(keys))

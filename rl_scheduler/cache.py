@@ -10,19 +10,17 @@ entries are computed in fixed-size batches: one compiled call per batch.
 import collections
 import os
 
-import keras
 import numpy as np
 
+from deeplab_face.backend import to_numpy
+# moved to flownet2s.dff; kept for rl_scheduler/train.py, rl_scheduler/train_dvsnet.py, eval/sweeps.py
+from flownet2s.dff import load_dff  # noqa: F401
 from rl_scheduler import rewards
 
 KeyEntry = collections.namedtuple("KeyEntry", "mask confusion miou")
 # `pseudo_miou` (mIoU of the mask against key(i).mask) is an addition for Eq. 2's `pseudo_acc=miou`.
 PairEntry = collections.namedtuple(
     "PairEntry", "mask confusion miou conv6 conv6_1 flow_magnitude agreement pseudo_miou")
-
-
-def _numpy(x):
-    return np.asarray(keras.ops.convert_to_numpy(x))
 
 
 def _row(batch, j):
@@ -110,7 +108,7 @@ class VideoCache:
         missing = sorted({int(i) for i in indices if int(i) not in self._keys})
         for chunk in self._chunks(missing):
             out = self.dff.key(self._frames(chunk))
-            features, probs = _numpy(out["features"]), _numpy(out["probs"])
+            features, probs = to_numpy(out["features"]), to_numpy(out["probs"])
             for j, i in enumerate(chunk):
                 mask = np.argmax(probs[j], axis=-1).astype(np.uint8)
                 self._remember_mask(i, mask)
@@ -134,10 +132,10 @@ class VideoCache:
             key_features = np.stack([self._features[k] for k in key_ids])
             key_features = self._pad(key_features)
             out = self.dff.propagate(self._frames(key_ids), key_features, self._frames([i for _, i in chunk]))
-            masks = np.argmax(_numpy(out["probs"]), axis=-1).astype(np.uint8)  # one call per batch
-            conv6 = _numpy(out["conv6"]) if "conv6" in self.keep_taps else None
-            conv6_1 = _numpy(out["conv6_1"]) if "conv6_1" in self.keep_taps else None
-            magnitudes = _numpy(mean_flow_magnitude(out["flow"])).reshape(-1)
+            masks = np.argmax(to_numpy(out["probs"]), axis=-1).astype(np.uint8)  # one call per batch
+            conv6 = to_numpy(out["conv6"]) if "conv6" in self.keep_taps else None
+            conv6_1 = to_numpy(out["conv6_1"]) if "conv6_1" in self.keep_taps else None
+            magnitudes = to_numpy(mean_flow_magnitude(out["flow"])).reshape(-1)
             for j, (k, i) in enumerate(chunk):
                 magnitude = float(magnitudes[j])
                 key_mask = self._key_masks[i]
@@ -273,7 +271,7 @@ class VideoCache:
         missing = sorted({i for i in indices if i not in self._key_masks})
         for chunk in self._chunks(missing):
             out = self.dff.key(self._frames(chunk))
-            features, masks = _numpy(out["features"]), np.argmax(_numpy(out["probs"]), axis=-1)
+            features, masks = to_numpy(out["features"]), np.argmax(to_numpy(out["probs"]), axis=-1)
             for j, i in enumerate(chunk):
                 self._remember_mask(i, masks[j].astype(np.uint8))
                 self._remember_features(i, features[j])
@@ -285,19 +283,10 @@ class VideoCache:
                 self._features.move_to_end(k)
         missing = sorted(set(key_ids) - set(self._features))
         for chunk in self._chunks(missing):  # evicted (or never computed) key features
-            features = _numpy(self.dff.key(self._frames(chunk))["features"])
+            features = to_numpy(self.dff.key(self._frames(chunk))["features"])
             for j, k in enumerate(chunk):
                 self._remember_features(k, features[j])
             self.key_computations += len(chunk)
-
-
-def load_dff(segmenter_dir, flownet_dir, **dff_options):
-    """The frozen N and F of earlier stages composed into one DeepFeatureFlow (§3.1)."""
-    from deeplab_face import load_segmenter
-    from flownet2s import load_flownet
-    from flownet2s.dff import DeepFeatureFlow
-
-    return DeepFeatureFlow(load_segmenter(segmenter_dir), load_flownet(flownet_dir), **dff_options)
 
 
 def load_video_caches(dff, prepared_dir, video_ids, num_classes=None, max_frames_in_memory=None,

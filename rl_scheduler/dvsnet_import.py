@@ -22,7 +22,7 @@ import collections
 import numpy as np
 
 from deeplab_face.errors import CheckpointError
-from deeplab_face.models.checkpoint import assign_exact, read_tf1_checkpoint
+from deeplab_face.models.tf1_checkpoint import assign_exact, read_tf1_checkpoint
 from deeplab_face.models.deeplab_fast import DVSNET_NUM_CLASSES, DVSNET_REGION_SIZE
 from rl_scheduler.dvsnet_decision import build_decision_network
 

@@ -7,6 +7,7 @@ Backend-neutral Keras 3: no TensorFlow import here.
 import keras
 import numpy as np
 
+from deeplab_face.backend import compile_fn, to_numpy
 from rl_scheduler import config
 
 
@@ -79,7 +80,7 @@ def expert_weights(policy):
     Returns (kar_weight, lkd_weight) as floats: a positive value means a larger
     KAR (LKD) pushes toward a key.
     """
-    kernel = np.asarray(keras.ops.convert_to_numpy(policy.get_layer("fc3").kernel))
+    kernel = to_numpy(policy.get_layer("fc3").kernel)
     first = kernel.shape[0] - expert_size_of(policy)   # the concat appends KAR, LKD (, motion)
     kar_row, lkd_row = kernel[first], kernel[first + 1]
     return float(kar_row[1] - kar_row[0]), float(lkd_row[1] - lkd_row[0])
@@ -95,7 +96,7 @@ def expert_size_of(policy):
 def compiled_forward(model):
     """`fn(*inputs) -> numpy` of `model(inputs, training=False)`, compiled once per model.
 
-    Under the TensorFlow backend this is a `tf.function` (traced once per input shape and
+    Under the TensorFlow backend this is a `tf.function` (deeplab_face.backend.compile_fn: traced once per input shape and
     reading the model's variables, so later weight updates are seen); elsewhere the plain call.
     Measured on the 2-core CPU, policy at batch 1 (9x9x384 tap): eager 6.0 ms, tf.function
     2.5 ms, XLA (jit_compile) 2.3 ms, predict_on_batch 2.6 ms; at batch 32 XLA is slower
@@ -108,14 +109,9 @@ def compiled_forward(model):
     def call(*inputs):
         return model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
 
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf  # lazily: this module stays backend-neutral
-        graph = tf.function(call, reduce_retracing=True)
+    graph = compile_fn(call)
 
-        def forward(*inputs):
-            return graph(*inputs).numpy()
-    else:
-        def forward(*inputs):
-            return np.asarray(keras.ops.convert_to_numpy(call(*inputs)))
+    def forward(*inputs):
+        return to_numpy(graph(*inputs))
     object.__setattr__(model, "_compiled_forward", forward)  # bypass Keras attribute tracking
     return forward

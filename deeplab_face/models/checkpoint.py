@@ -8,43 +8,37 @@ so the name map is mechanical, one rule per weight kind:
     BatchNormalization        gamma, beta, moving_mean, moving_variance -> <scope>/<same>
 
 `global_step` and optimiser slots (Momentum, Adam, RMSProp, ExponentialMovingAverage) are
-skipped. Any other difference (missing, unexpected, mis-shaped names) raises
-CheckpointError with counts and the first few names, on one line. A checkpoint without
-head variables (an ImageNet backbone) loads the backbone only, ignoring the ImageNet
-classifier scopes, and reports the head as intentionally not loaded. Import mode "backbone"
+skipped (tf1_checkpoint.py, the reader every TF1 import shares). Any other difference
+(missing, unexpected, mis-shaped names) raises CheckpointError with counts and the first few
+names, on one line. A checkpoint without head variables (an ImageNet backbone) loads the
+backbone only, ignoring the ImageNet classifier scopes, and reports the head as intentionally
+not loaded. Import mode "backbone"
 (TF DeepLab's initialize_last_layer=False) restores the trunk and the matching head but never
 the logits (e.g. 21 PASCAL classes -> 5 face classes). A head configuration that differs from
 the model's (checkpoint_config.py: shown by names and shapes, or recorded by a saved graph) is
 an error naming both.
 
-Table 1's VGG16 rows take slim's ImageNet `vgg_16.ckpt` (vgg.CHECKPOINT_SCOPES): FCN-8s loads
-conv1..conv5 and fc6/fc7 (convolutionalised, same shapes), DeepLab-V2 conv1..conv5 only; fc8 and
-`vgg_16/mean_rgb` are skipped (see load_tf1_checkpoint for the conv-only case).
+Table 1's VGG16 rows take slim's ImageNet `vgg_16.ckpt` (their backbones.BACKBONES records):
+FCN-8s loads conv1..conv5 and fc6/fc7 (convolutionalised, same shapes), DeepLab-V2 conv1..conv5
+only; fc8 and `vgg_16/mean_rgb` are skipped (see load_tf1_checkpoint for the conv-only case).
 
 Errors are one line starting with the path (or the prefix read): a path that does not exist, a
 file that is not a TF1 checkpoint, a TF2 object-based checkpoint, or a name mismatch.
 
 This module reads TF1 checkpoints, so it imports TensorFlow (model modules do not).
 """
-import os
 import re
 
 import keras
 
 from deeplab_face.errors import CheckpointError, ConfigError
-from deeplab_face.models.backbones import BACKBONES
+from deeplab_face.models.backbones import BACKBONES, DEEPLAB_V3PLUS, Backbone
 from deeplab_face.models.checkpoint_config import (describe, detect_head, flags_for,
                                                    recorded_head)
 from deeplab_face.models.deeplab_v3plus import HEAD_OPTIONS
 from deeplab_face.models.layers import SCOPE_SEP
-from deeplab_face.models.vgg import CHECKPOINT_SCOPES
+from deeplab_face.models.tf1_checkpoint import leaf_layers, mismatches, read_tf1_checkpoint, read_values
 
-_SKIP_WORDS = ("Momentum", "Adam", "Adam_1", "RMSProp", "RMSProp_1", "ExponentialMovingAverage",
-               "Adagrad")
-_SKIP_NAMES = ("global_step", "beta1_power", "beta2_power")
-_SHOW = 4  # names listed per category in an error line
-_TF2_OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"  # present in tf.train.Checkpoint files only
-_SHARD_SUFFIX = re.compile(r"\.(index|data-\d{5}-of-\d{5})$")
 IMPORT_MODES = ("all", "backbone")
 LOGITS_SCOPE_NAME = "logits"  # model.py LOGITS_SCOPE_NAME: `logits/semantic[_i]`
 
@@ -63,19 +57,10 @@ _WEIGHT_NAMES = {
 }
 
 
-def _leaf_layers(model):
-    """Every non-model layer of `model`, nested models walked (shared by the TF1 loaders)."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
-
-
 def tf1_variable_map(model):
     """{TF1 variable name: Keras variable} for every weight of `model` (nested models walked)."""
     mapping = {}
-    for layer in _leaf_layers(model):
+    for layer in leaf_layers(model):
         for variable in layer.weights:
             key = (type(layer), variable.path.split("/")[-1])
             if key not in _WEIGHT_NAMES:
@@ -86,127 +71,8 @@ def tf1_variable_map(model):
     return mapping
 
 
-def _resolve(path):
-    """A checkpoint prefix from a prefix, a file of one (`.index`, `.data-*`), a TF1 V1 file
-    (slim's 2016 ImageNet `vgg_16.ckpt`, say), or a directory holding exactly one of these."""
-    import tensorflow as tf
-    gfile = tf.io.gfile
-    if gfile.isdir(path):
-        latest = tf.train.latest_checkpoint(path)
-        if latest:
-            return latest
-        prefixes = [p[: -len(".index")] for p in gfile.glob(os.path.join(path, "*.index"))]
-        prefixes = prefixes or gfile.glob(os.path.join(path, "*.ckpt"))  # V1 single files
-        if len(prefixes) != 1:
-            found = ", ".join(os.path.basename(p) for p in sorted(prefixes)[:_SHOW]) or "none"
-            raise CheckpointError(f"{path}: expected one TF1 checkpoint in this directory "
-                                  f"(*.index or *.ckpt), found {len(prefixes)} ({found})")
-        return prefixes[0]
-    suffix = _SHARD_SUFFIX.search(path)
-    if suffix and gfile.exists(path[: suffix.start()] + ".index"):
-        return path[: suffix.start()]  # the user named one of the checkpoint's files
-    v1_shards = gfile.glob(path + "-?????-of-?????")
-    if not (gfile.exists(path) or gfile.exists(path + ".index") or v1_shards):
-        raise CheckpointError(f"{path}: not a readable TF1 checkpoint (no such file, directory "
-                              "or checkpoint prefix)")
-    return path
-
-
-def _reason(error, path):
-    """TF's first message line without the path it repeats (the caller's message names it)."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return text.replace(f"Unable to open table file {path}: ", "").split(": perhaps")[0]
-
-
-def read_tf1_checkpoint(path):
-    """(prefix, {name: shape}, reader) of a TF1 checkpoint, skipping global_step and optimiser
-    slots.
-
-    Raises CheckpointError (one line naming `path`) for a path that does not exist, a file that
-    is not a TF1 checkpoint, or a TF2 object-based checkpoint (a training `ckpt/` directory).
-    """
-    import tensorflow as tf
-    prefix = _resolve(path)
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-    except Exception as e:  # DataLossError (not a checkpoint), NotFoundError, ValueError ...
-        reason = _reason(e, prefix)
-        if prefix.endswith((".h5", ".keras")):
-            reason += "; a Keras weights file: load a finished stage with load_segmenter"
-        raise CheckpointError(f"{path}: not a readable TF1 checkpoint ({reason})") from None
-    names = reader.get_variable_to_shape_map()
-    if _TF2_OBJECT_GRAPH in names:
-        raise CheckpointError(f"{prefix}: a TF2 object-based checkpoint (tf.train.Checkpoint, "
-                              "e.g. a stage's ckpt/), not a TF1 Saver checkpoint")
-    shapes = {}
-    for name, shape in names.items():
-        if name in _SKIP_NAMES or any(part in _SKIP_WORDS for part in name.split("/")):
-            continue
-        shapes[name] = tuple(shape)
-    return prefix, shapes, reader
-
-
-def _backbone_scopes(backbone):
-    """(backbone scope, checkpoint scopes never loaded, note) of a build_segmenter name, or None.
-
-    The scopes never loaded are the ImageNet classifier (and, for VGG16, slim's `mean_rgb`
-    constant and any ImageNet layer whose shape the segmenter does not share).
-    """
-    if backbone in BACKBONES:
-        return BACKBONES[backbone].scope, BACKBONES[backbone].classifier_scopes, None
-    if backbone in CHECKPOINT_SCOPES:  # Table 1's VGG rows (vgg.py) keep their own table
-        entry = CHECKPOINT_SCOPES[backbone]
-        return entry["scope"], tuple(entry["skipped_scopes"]), entry["note"]
-    return None
-
-
 def _in_scope(name, scopes):
     return any(name == s or name.startswith(s + "/") for s in scopes)
-
-
-def _summary(label, names):
-    names = sorted(names)
-    if not names:
-        return None
-    shown = ", ".join(names[:_SHOW]) + (", ..." if len(names) > _SHOW else "")
-    return f"{len(names)} {label} ({shown})"
-
-
-def _read_values(prefix, reader, names):
-    """{name: array}, read before anything is assigned so that a failure loads nothing."""
-    values = {}
-    for name in names:
-        try:
-            values[name] = reader.get_tensor(name)
-        except Exception as e:  # DataLossError / NotFoundError: a truncated or missing data file
-            raise CheckpointError(f"{prefix}: cannot read {name} ({_reason(e, prefix)})") from None
-    return values
-
-
-def _mismatches(variables, available):
-    """(one-line problem summaries, missing names, mis-shaped descriptions) between the model's
-    {name: variable} and the checkpoint's {name: shape}."""
-    missing = set(variables) - set(available)
-    unexpected = set(available) - set(variables)
-    misshaped = [f"{n} {list(available[n])}!={list(variables[n].shape)}"
-                 for n in sorted(set(variables) & set(available))
-                 if tuple(available[n]) != tuple(variables[n].shape)]
-    problems = [p for p in (_summary("missing", missing), _summary("unexpected", unexpected),
-                            _summary("mis-shaped", misshaped)) if p]
-    return problems, missing, misshaped
-
-
-def assign_exact(prefix, shapes, reader, variables, available, what):
-    """Assign `variables` ({checkpoint name: Keras variable}) from a TF1 checkpoint whose usable names
-    are `available` ({name: shape}), all or nothing: any missing, unexpected or mis-shaped name
-    raises one CheckpointError line naming the checkpoint and `what` it was meant for."""
-    problems, _, _ = _mismatches(variables, available)
-    if problems:
-        raise CheckpointError(f"{prefix}: does not match {what}: " + "; ".join(problems))
-    values = _read_values(prefix, reader, sorted(variables))
-    for name, variable in variables.items():
-        variable.assign(values[name])
-    return dict(loaded=len(variables), skipped=len(shapes) - len(available), checkpoint=prefix)
 
 
 def load_tf1_checkpoint(model, path, mode="all", restore_head=True):
@@ -225,7 +91,7 @@ def load_tf1_checkpoint(model, path, mode="all", restore_head=True):
     naming both; options that the checkpoint neither shows nor records are listed as unverified.
 
     An ImageNet (backbone-only) checkpoint loads the backbone scope in either mode; its
-    classifier scopes are skipped by design. For slim's `vgg_16.ckpt` (vgg.CHECKPOINT_SCOPES):
+    classifier scopes are skipped by design (backbones.BACKBONES). For slim's `vgg_16.ckpt`:
     `fcn8s_vgg16` loads conv1_1..conv5_3 and fc6/fc7 as convolutions, so a conv-only VGG16
     checkpoint is an error naming the missing fc6/fc7 (FCN-8s would otherwise silently start
     118M of its 134M parameters from scratch); `deeplab_v2_vgg16` loads conv1_1..conv5_3 only
@@ -261,10 +127,10 @@ def load_tf1_checkpoint(model, path, mode="all", restore_head=True):
     args = getattr(model, "segmenter_args", {})
     backbone = args.get("backbone")
     what = f"the {backbone or model.name} model"
-    scopes = _backbone_scopes(backbone)
-    if mode == "backbone" and scopes is None:
+    record = BACKBONES.get(backbone) or Backbone(str(backbone), build=None)  # no record: no scopes
+    if mode == "backbone" and record.scope is None:
         raise ConfigError(f"import mode 'backbone': no trunk scope known for {what}")
-    scope, skipped_scopes, note = scopes or (None, (), None)
+    scope, skipped_scopes = record.scope, record.skipped_scopes
     trunk = {n for n in variables if scope and _in_scope(n, (scope,))}
     backbone_only = scope is not None and all(_in_scope(n, (scope,)) for n in shapes)
     whole = mode == "all" and not backbone_only  # the checkpoint's head defines the model's
@@ -273,7 +139,7 @@ def load_tf1_checkpoint(model, path, mode="all", restore_head=True):
                  if whole or not _in_scope(n, skipped_scopes)}
     report = dict(mode=mode, head="loaded", note=None, head_differences=None, recorded={},
                   unverified={}, checkpoint=prefix)
-    head = {k: args[k] for k in HEAD_OPTIONS} if backbone in BACKBONES else None
+    head = {k: args[k] for k in HEAD_OPTIONS} if backbone in DEEPLAB_V3PLUS else None
     if head is not None:
         report["recorded"] = recorded_head(prefix, backbone, args["output_stride"], head)
         report["unverified"] = {k: head[k] for k in ("multi_grid", "atrous_rates")
@@ -283,37 +149,46 @@ def load_tf1_checkpoint(model, path, mode="all", restore_head=True):
                         if whole else ("multi_grid",))
     if whole:
         expected = variables
-        if head is not None:
-            _check_detected(prefix, variables, available, head)
-        problems, _, misshaped = _mismatches(expected, available)
-        if problems:
-            hint = ""
-            if any(_in_scope(m.split(" ")[0], (LOGITS_SCOPE_NAME,)) for m in misshaped):
-                hint = ("; another number of classes: import with mode='backbone' "
-                        "(deeplab_face.train --initialize_last_layer=false)")
-            raise CheckpointError(f"{prefix}: does not match {what}: " + "; ".join(problems)
-                                  + hint)
+        _check_whole(prefix, variables, available, head, what)
     else:
         expected = {n: variables[n] for n in trunk}
-        problems, missing, _ = _mismatches(expected, {n: s for n, s in available.items()
-                                                      if _in_scope(n, (scope,))})
-        if problems:
-            hint = ("; " + CHECKPOINT_SCOPES[backbone]["missing_hint"]
-                    if missing and backbone in CHECKPOINT_SCOPES else "")
-            raise CheckpointError(f"{prefix}: does not match {what}"
-                                  + ("" if backbone_only else f" in its {scope} trunk") + ": "
-                                  + "; ".join(problems) + hint)
+        _check_trunk(prefix, expected, available, record,
+                     what if backbone_only else f"{what} in its {scope} trunk")
         if backbone_only:
-            report.update(head="not loaded: backbone-only checkpoint", note=note)
+            report.update(head="not loaded: backbone-only checkpoint", note=record.import_note)
         else:
             _match_head(report, variables, expected, available, scope, restore_head, head)
     report["reinitialised"] = sorted(set(variables) - set(expected))
     report["skipped"] = sorted(set(shapes) - set(expected))
-    values = _read_values(prefix, reader, sorted(expected))
+    values = read_values(prefix, reader, sorted(expected))
     for name, variable in expected.items():
         variable.assign(values[name])
     report["loaded"] = len(expected)
     return report
+
+
+def _check_whole(prefix, variables, available, head, what):
+    """Mode "all" on a whole model's checkpoint: its head configuration and every weight with its
+    shape, or one CheckpointError line (another class count hints at mode "backbone")."""
+    if head is not None:
+        _check_detected(prefix, variables, available, head)
+    problems, _, misshaped = mismatches(variables, available)
+    if problems:
+        hint = ""
+        if any(_in_scope(m.split(" ")[0], (LOGITS_SCOPE_NAME,)) for m in misshaped):
+            hint = ("; another number of classes: import with mode='backbone' "
+                    "(deeplab_face.train --initialize_last_layer=false)")
+        raise CheckpointError(f"{prefix}: does not match {what}: " + "; ".join(problems) + hint)
+
+
+def _check_trunk(prefix, expected, available, record, what):
+    """The trunk's weights (`expected`) against the checkpoint's names under the trunk scope, all
+    or nothing; missing names add the backbone record's hint (slim's VGG16 checkpoints)."""
+    problems, missing, _ = mismatches(expected, {n: s for n, s in available.items()
+                                                 if _in_scope(n, (record.scope,))})
+    if problems:
+        hint = "; " + record.missing_hint if missing and record.missing_hint else ""
+        raise CheckpointError(f"{prefix}: does not match {what}: " + "; ".join(problems) + hint)
 
 
 def _match_head(report, variables, expected, available, scope, restore_head, head):
@@ -354,7 +229,7 @@ def _check_detected(prefix, variables, available, head):
     if ours == theirs:
         return
     differing = {k: theirs[k] for k in theirs if theirs[k] != ours[k]}
-    problems, _, _ = _mismatches(variables, available)
+    problems, _, _ = mismatches(variables, available)
     raise CheckpointError(
         f"{prefix}: head configuration differs: checkpoint has {describe(theirs, available)}; "
         f"the model has {describe(_model_head(head), model_shapes)}; build the model with "

@@ -35,8 +35,7 @@ import numpy as np
 from keras import layers, ops
 
 from deeplab_face.errors import ConfigError
-from deeplab_face.models.deeplab_v3plus import crop_hw
-from deeplab_face.models.layers import BilinearResize
+from deeplab_face.models.layers import BilinearResize, crop_hw
 
 # DVSNet inference.py IMG_MEAN, BGR order (dvsnet.md "Input").
 DVSNET_IMG_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
@@ -144,7 +143,7 @@ def logits_grid(crop_size):
 def build_deeplab_fast(num_classes=DVSNET_NUM_CLASSES, crop_size=DVSNET_REGION_SIZE,
                        output_stride=OUTPUT_STRIDE, split="logits",
                        image_mean_bgr=DVSNET_IMG_MEAN_BGR):
-    """DeepLab-Fast -> (feature_net, task_net), the `_ARCHITECTURES` builder signature.
+    """DeepLab-Fast -> (feature_net, task_net), the `backbones.Backbone.build` signature.
 
     Args:
       num_classes: logits channels (19 for DVSNet's Cityscapes weights).

@@ -28,8 +28,8 @@ import keras
 from keras import layers
 
 from deeplab_face.errors import ConfigError
-from deeplab_face.models.backbones import BACKBONES, HEAD_BN
-from deeplab_face.models.layers import (BilinearResize, ZeroMeanUnitRange, conv_bn,
+from deeplab_face.models.backbones import BACKBONES, DEEPLAB_V3PLUS, HEAD_BN
+from deeplab_face.models.layers import (BilinearResize, ZeroMeanUnitRange, conv_bn, crop_hw,
                                         scale_dimension, split_separable_conv_bn, tf_name)
 
 ASPP_DEPTH = 256
@@ -49,13 +49,6 @@ HEAD_DEFAULTS = dict(atrous_rates=None, decoder_output_stride=4, multi_grid=None
                      aspp_with_batch_norm=True, aspp_with_separable_conv=True,
                      decoder_use_separable_conv=True)
 HEAD_OPTIONS = tuple(HEAD_DEFAULTS)
-
-
-def crop_hw(crop_size):
-    """(h, w) from an int or a pair."""
-    if isinstance(crop_size, (list, tuple)):
-        return int(crop_size[0]), int(crop_size[1])
-    return int(crop_size), int(crop_size)
 
 
 def _positive_ints(flag, values, length=None):
@@ -88,7 +81,7 @@ def resolve_head(backbone, output_stride, **options):
             raise ConfigError(f"--decoder_output_stride: {head['decoder_output_stride']!r} not "
                               f"supported; choose {list(DECODER_OUTPUT_STRIDES)} or none")
         head["decoder_output_stride"] = int(head["decoder_output_stride"])
-    default_grid = BACKBONES[backbone].multi_grid
+    default_grid = BACKBONES[backbone].trunk.multi_grid
     if default_grid is None and head["multi_grid"] is not None:
         raise ConfigError(f"--multi_grid: {backbone} has no multi-grid block "
                           f"(got {head['multi_grid']!r})")
@@ -176,28 +169,28 @@ def task_head(feature_shape, num_classes, crop_size, logits_branches_count):
 
 def build_deeplab_v3plus(backbone, num_classes, crop_size, output_stride=16, split="decoder",
                          **head):
-    """DeepLab-V3+ on `backbone` (a key of BACKBONES); returns (feature_net, task_net).
+    """DeepLab-V3+ on `backbone` (one of DEEPLAB_V3PLUS); returns (feature_net, task_net).
 
     `head`: common.py options (HEAD_DEFAULTS; module docstring). feature_net takes RGB frames
     in [0, 255] of shape (crop, crop, 3) and scales them to [-1, 1] inside (trap 5).
     """
-    if backbone not in BACKBONES:
+    if backbone not in DEEPLAB_V3PLUS:
         raise ConfigError(f"--backbone: unknown DeepLab-V3+ backbone {backbone!r}; "
-                          f"choose from {sorted(BACKBONES)}")
+                          f"choose from {sorted(DEEPLAB_V3PLUS)}")
     if split not in SPLITS:
         raise ConfigError(f"split: {split!r} not in {SPLITS}")
     head = resolve_head(backbone, output_stride, **head)
-    spec = BACKBONES[backbone]
+    trunk = BACKBONES[backbone].trunk
     height, width = crop_hw(crop_size)
     frames = keras.Input(shape=(height, width, 3), name="frames")
     images = ZeroMeanUnitRange(name="preprocess")(frames)
-    x, endpoints = spec.builder(images, output_stride, spec.bn, head["multi_grid"])
+    x, endpoints = trunk.builder(images, output_stride, trunk.bn, head["multi_grid"])
     if head["aspp_with_batch_norm"]:
         x = _aspp(x, head["atrous_rates"], head["aspp_with_separable_conv"])
     if head["decoder_output_stride"] is not None:
         stride = head["decoder_output_stride"]
         decoder_size = (scale_dimension(height, 1.0 / stride), scale_dimension(width, 1.0 / stride))
-        x = _decoder(x, endpoints[spec.low_level_endpoint], decoder_size,
+        x = _decoder(x, endpoints[trunk.low_level_endpoint], decoder_size,
                      head["decoder_use_separable_conv"])
     branches = logits_branches(head)
     if split == "logits":

@@ -18,7 +18,7 @@ This module reads TF1 checkpoints, so it imports TensorFlow (model modules do no
 import keras
 
 from deeplab_face.errors import CheckpointError
-from deeplab_face.models.checkpoint import _leaf_layers, assign_exact, read_tf1_checkpoint
+from deeplab_face.models.tf1_checkpoint import assign_exact, leaf_layers, read_tf1_checkpoint
 
 # Scopes of DVSNet's other networks, loaded elsewhere (flownet2s, rl_scheduler).
 OTHER_NETWORK_SCOPES = ("FlowNets", "decision")
@@ -38,7 +38,7 @@ def dvsnet_variable_map(model):
     `model` is the composed segmenter, its feature_net, or any model holding those layers.
     """
     mapping = {}
-    for layer in _leaf_layers(model):
+    for layer in leaf_layers(model):
         rules = _WEIGHT_NAMES.get(type(layer), ())
         for attribute, variable_name in rules:
             variable = getattr(layer, attribute, None)

@@ -4,7 +4,8 @@ TF DeepLab resizes with `align_corners=True` everywhere (core/utils.py) and pads
 strided convolutions explicitly before a VALID convolution (fixed_padding /
 conv2d_same). Keras's own resizing layers are half-pixel, so the resize here is
 written with `keras.ops`: align-corners bilinear interpolation is separable, so it
-is two small interpolation matrices applied along height and width.
+is two small interpolation matrices applied along height and width (or, for the
+flow net's inputs and outputs, two gathers per axis).
 
 Layers are named after their TF-Slim scopes with '/' written as `SCOPE_SEP`
 (Keras 3 names cannot contain '/'), which makes the checkpoint map mechanical.
@@ -19,6 +20,13 @@ SCOPE_SEP = "__"
 def tf_name(scope):
     """Keras layer name for a TF-Slim scope: 'a/b/c' -> 'a__b__c'."""
     return scope.replace("/", SCOPE_SEP)
+
+
+def crop_hw(crop_size):
+    """(h, w) from an int or a pair."""
+    if isinstance(crop_size, (list, tuple)):
+        return int(crop_size[0]), int(crop_size[1])
+    return int(crop_size), int(crop_size)
 
 
 def scale_dimension(dim, scale):
@@ -42,12 +50,36 @@ def align_corners_matrix(out_size, in_size):
     return matrix
 
 
-def resize_align_corners(images, size):
+RESIZE_METHODS = ("matmul", "gather")
+
+
+def _axis_taps(out_size, in_size):
+    """Align-corners bilinear taps along one axis: lower index, upper index, upper weight."""
+    if out_size == 1 or in_size == 1:
+        zeros = np.zeros(out_size, np.int32)
+        return zeros, zeros, np.zeros(out_size, np.float32)
+    positions = np.arange(out_size, dtype=np.float64) * (in_size - 1) / (out_size - 1)
+    lower = np.minimum(np.floor(positions).astype(np.int32), in_size - 1)
+    upper = np.minimum(lower + 1, in_size - 1)
+    return lower, upper, (positions - lower).astype(np.float32)
+
+
+def resize_align_corners(images, size, method="matmul"):
     """Bilinear resize of NHWC `images` to `size` (h, w) with align_corners=True.
 
     Input spatial dimensions must be static. Matches
     tf.compat.v1.image.resize_bilinear(images, size, align_corners=True).
+
+    `method` applies the same weights two ways, equal up to float rounding (about 2e-7 of the values), not bit
+    for bit, so each caller keeps the form its stages were trained and measured with:
+    "matmul" (the model layers, multi-scale evaluation): two interpolation matrices; "gather"
+    (flownet2s.dff): two gathers per axis, cheaper where the matrix form costs as much as the
+    flow net (3-channel frames 513 -> 512, the 256-channel scale field 128 -> 129).
     """
+    if method not in RESIZE_METHODS:
+        raise ValueError(f"resize method {method!r} not in {list(RESIZE_METHODS)}")
+    if method == "gather":
+        return _resize_gather(images, size)
     in_h, in_w = int(images.shape[1]), int(images.shape[2])
     out_h, out_w = int(size[0]), int(size[1])
     if (in_h, in_w) == (out_h, out_w):
@@ -64,6 +96,23 @@ def resize_align_corners(images, size):
         x = ops.matmul(cols[None], ops.reshape(x, (-1, in_w, channels)))
         x = ops.reshape(x, (-1, out_h, out_w, channels))
     return x
+
+
+def _resize_gather(images, size):
+    """resize_align_corners' "gather" form: low + (high - low) * weight along each axis."""
+    out_h, out_w = int(size[0]), int(size[1])
+    for axis, out_size in ((1, out_h), (2, out_w)):
+        in_size = int(images.shape[axis])
+        if in_size == out_size:
+            continue
+        lower, upper, weight = _axis_taps(out_size, in_size)
+        shape = [1, 1, 1, 1]
+        shape[axis] = out_size
+        weight = ops.convert_to_tensor(weight.reshape(shape), dtype=images.dtype)
+        low = ops.take(images, ops.convert_to_tensor(lower), axis=axis)
+        high = ops.take(images, ops.convert_to_tensor(upper), axis=axis)
+        images = low + (high - low) * weight
+    return images
 
 
 @keras.saving.register_keras_serializable(package="deeplab_face")

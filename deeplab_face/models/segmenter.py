@@ -9,39 +9,15 @@ probabilities (B, S, S, C). It carries, as plain (untracked) attributes:
   backbones they include the resolved head options (deeplab_v3plus.HEAD_DEFAULTS), so a stage
   or checkpoint reloads into the same function. A config without them is today's head.
 """
-import functools
-import importlib
 import os
 
 import keras
 
 from deeplab_face.stage import load_stage_weights, read_stage_config
 from deeplab_face.errors import CheckpointError, ConfigError
-from deeplab_face.models.backbones import BACKBONES
-from deeplab_face.models.deeplab_v3plus import (HEAD_DEFAULTS, HEAD_OPTIONS, SPLITS,
-                                                build_deeplab_v3plus, crop_hw, resolve_head)
-
-
-def _lazy(module, function):
-    """A builder imported on first use (vgg.py is independent of this module)."""
-    def builder(*args, **kwargs):
-        return getattr(importlib.import_module(module), function)(*args, **kwargs)
-    builder.__name__ = function
-    return builder
-
-
-# name -> builder(num_classes, crop_size, output_stride, split, **head) -> (feature_net, task_net);
-# only the DeepLab-V3+ backbones (backbones.BACKBONES) take head options.
-_ARCHITECTURES = {
-    "xception_65": functools.partial(build_deeplab_v3plus, "xception_65"),
-    "resnet_v1_50_beta": functools.partial(build_deeplab_v3plus, "resnet_v1_50_beta"),
-    "mobilenet_v2": functools.partial(build_deeplab_v3plus, "mobilenet_v2"),
-    "fcn8s_vgg16": _lazy("deeplab_face.models.vgg", "build_fcn8s_vgg16"),
-    "deeplab_v2_vgg16": _lazy("deeplab_face.models.vgg", "build_deeplab_v2_vgg16"),
-    # DVSNet's Cityscapes segmentation net, for its released weights (dvsnet_checkpoint.py).
-    "deeplab_fast_resnet101": _lazy("deeplab_face.models.deeplab_fast", "build_deeplab_fast"),
-}
-BACKBONE_NAMES = tuple(_ARCHITECTURES)
+from deeplab_face.models.backbones import BACKBONE_NAMES, BACKBONES, DEEPLAB_V3PLUS
+from deeplab_face.models.deeplab_v3plus import HEAD_DEFAULTS, HEAD_OPTIONS, SPLITS, resolve_head
+from deeplab_face.models.layers import crop_hw
 
 
 def _untracked(model, name, value):
@@ -66,22 +42,22 @@ def build_segmenter(backbone, num_classes, crop_size, output_stride=16, split="d
     decoder_use_separable_conv; deeplab_v3plus.py). The other models have a fixed head and
     accept only the defaults.
     """
-    if backbone not in _ARCHITECTURES:
+    if backbone not in BACKBONES:
         raise ConfigError(f"--backbone: unknown backbone {backbone!r}; "
                           f"choose from {list(BACKBONE_NAMES)}")
     if split not in SPLITS:
         raise ConfigError(f"--split: {split!r} not in {list(SPLITS)}")
     height, width = crop_hw(crop_size)
-    if backbone in BACKBONES:
+    if backbone in DEEPLAB_V3PLUS:
         head = resolve_head(backbone, output_stride, **head)
     else:
         changed = sorted(k for k, v in head.items() if HEAD_DEFAULTS.get(k, object()) != v)
         if changed:
             raise ConfigError(f"--{changed[0]}: {backbone} has a fixed head; head options "
-                              f"apply to {sorted(BACKBONES)} only")
+                              f"apply to {sorted(DEEPLAB_V3PLUS)} only")
         head = {}
-    feature_net, task_net = _ARCHITECTURES[backbone](num_classes, crop_size, output_stride, split,
-                                                     **head)
+    feature_net, task_net = BACKBONES[backbone].build(num_classes, crop_size, output_stride, split,
+                                                      **head)
     frames = keras.Input(shape=(height, width, 3), name="frames")
     features = feature_net(frames)
     model = keras.Model(frames, task_net(features), name=f"segmenter_{backbone}")

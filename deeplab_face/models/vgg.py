@@ -34,8 +34,7 @@ import numpy as np
 from keras import layers, ops
 
 from deeplab_face.errors import ConfigError
-from deeplab_face.models.deeplab_v3plus import crop_hw
-from deeplab_face.models.layers import BilinearResize, tf_name
+from deeplab_face.models.layers import BilinearResize, crop_hw, tf_name
 
 VGG_MEAN_RGB = (123.68, 116.78, 103.94)  # slim vgg_preprocessing _R_MEAN, _G_MEAN, _B_MEAN
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))  # (filters, convs) of conv1..conv5
@@ -197,26 +196,3 @@ def build_deeplab_v2_vgg16(num_classes, crop_size, output_stride=16, split="deco
     feature_net = keras.Model(frames, scores, name="feature_net")
     task_net = _task_net(tuple(scores.shape[1:]), crop_size)
     return feature_net, task_net
-
-
-# Importing slim's vgg_16 ImageNet checkpoint (checkpoint.load_tf1_checkpoint): the scope whose
-# names load, the checkpoint scopes skipped by design, the note the load report carries and the
-# hint added when names are missing. slim's `mean_rgb` [3] is the ILSVRC mean (VGG_MEAN_RGB here,
-# a constant, not a weight); fc8 is the 1000-class ImageNet classifier. FCN-8s loads fc6/fc7 (same
-# shapes as slim's 7x7 fc6 and 1x1 fc7); DeepLab-V2's 1024-channel 3x3 fc6_i / 1x1 fc7_i do not
-# match slim's fc6/fc7 and start from scratch.
-_SLIM_SKIPPED = (f"{SCOPE}/fc8", f"{SCOPE}/mean_rgb")
-CHECKPOINT_SCOPES = {
-    "fcn8s_vgg16": dict(
-        scope=SCOPE, skipped_scopes=_SLIM_SKIPPED,
-        note="ImageNet fc6/fc7 loaded as convolutions; fc8 (1000 classes) not loaded",
-        missing_hint="FCN-8s loads conv1_1..conv5_3 and fc6/fc7 of slim's full vgg_16.ckpt"),
-    "deeplab_v2_vgg16": dict(
-        scope=SCOPE, skipped_scopes=(f"{SCOPE}/fc6", f"{SCOPE}/fc7") + _SLIM_SKIPPED,
-        note=f"ImageNet fc6/fc7/fc8 not loaded: ASPP-L fc6_i [3, 3, 512, {ASPP_L_FILTERS}] / fc7_i "
-             f"[1, 1, {ASPP_L_FILTERS}, {ASPP_L_FILTERS}] differ from slim's fc6 "
-             f"[7, 7, 512, {FCN_FC_FILTERS}] / fc7 [1, 1, {FCN_FC_FILTERS}, {FCN_FC_FILTERS}]",
-        missing_hint="DeepLab-V2 loads conv1_1..conv5_3 of slim's vgg_16.ckpt"),
-}
-
-VGG_BUILDERS = {"fcn8s_vgg16": build_fcn8s_vgg16, "deeplab_v2_vgg16": build_deeplab_v2_vgg16}

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from deeplab_face import build_segmenter
-from deeplab_face.models.backbones import BACKBONES
+from deeplab_face.models.backbones import DEEPLAB_V3PLUS
 from tests.backend_parity import numpy_backend_outputs
 from tests.deeplab_face.test_models import randomize_weights
 
@@ -23,7 +23,7 @@ def _unit_logits(model, x):
     layer.set_weights([kernel * scale, bias * 0.0])
 
 
-@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+@pytest.mark.parametrize("backbone", sorted(DEEPLAB_V3PLUS))
 def test_numpy_backend_matches_tensorflow(backbone, tmp_path):
     kwargs = dict(backbone=backbone, num_classes=5, crop_size=65)
     model = randomize_weights(build_segmenter(**kwargs))

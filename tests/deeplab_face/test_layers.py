@@ -8,12 +8,14 @@ from deeplab_face.models.layers import (BilinearResize, align_corners_matrix, fi
                                         resize_align_corners, scale_dimension)
 
 
+@pytest.mark.parametrize("method", ["matmul", "gather"])
 @pytest.mark.parametrize("in_hw,out_hw", [((5, 7), (17, 13)), ((33, 33), (129, 129)),
                                           ((65, 65), (33, 33)), ((1, 1), (9, 9)), ((9, 4), (9, 4))])
-def test_resize_matches_tf1_align_corners(in_hw, out_hw):
+def test_resize_matches_tf1_align_corners(in_hw, out_hw, method):
     images = np.random.default_rng(0).normal(size=(2, *in_hw, 3)).astype(np.float32)
     expected = tf.compat.v1.image.resize_bilinear(images, out_hw, align_corners=True).numpy()
-    got = keras.ops.convert_to_numpy(resize_align_corners(keras.ops.convert_to_tensor(images), out_hw))
+    got = keras.ops.convert_to_numpy(resize_align_corners(keras.ops.convert_to_tensor(images), out_hw,
+                                                          method=method))
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, atol=1e-5)
 

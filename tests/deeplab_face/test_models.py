@@ -4,9 +4,9 @@ import pytest
 
 from deeplab_face import build_segmenter
 from deeplab_face.errors import ConfigError
-from deeplab_face.models.backbones import BACKBONES
+from deeplab_face.models.backbones import BACKBONES, DEEPLAB_V3PLUS
 
-DEEPLAB_BACKBONES = sorted(BACKBONES)
+DEEPLAB_BACKBONES = sorted(DEEPLAB_V3PLUS)
 
 
 def randomize_weights(model, seed=0):
@@ -63,7 +63,7 @@ def test_feature_map_shapes(backbone, crop, output_stride):
     model = build_segmenter(backbone, 5, crop, output_stride=output_stride)
     grid = (crop - 1) // output_stride + 1  # 513 -> 33 at OS16
     fine = (crop - 1) // 4 + 1               # 513 -> 129
-    spec = BACKBONES[backbone]
+    spec = BACKBONES[backbone].trunk
     assert _map_shape(model, "aspp0") == (grid, grid, spec.feature_channels)
     assert _map_shape(model, "decoder__feature_projection0") == (fine, fine, spec.low_level_channels)
     assert tuple(model.feature_net.output.shape[1:]) == (fine, fine, 256)
@@ -221,3 +221,24 @@ def test_plain_conv_and_batch_norm_free_heads():
 def test_bad_head_options_are_config_errors(backbone, options, flag):
     with pytest.raises(ConfigError, match=flag):
         build_segmenter(backbone, 5, 65, **options)
+
+
+def test_one_record_per_backbone():
+    """backbones.BACKBONES is the one table keyed by the name (issue 10): build_segmenter's names,
+    Table 1's names and single-scale rows, the checkpoint scopes, the DeepLab-V3+ trunks."""
+    import dataclasses
+
+    from deeplab_face.models.backbones import BACKBONE_NAMES
+    assert BACKBONE_NAMES == ("xception_65", "resnet_v1_50_beta", "mobilenet_v2", "fcn8s_vgg16",
+                              "deeplab_v2_vgg16", "deeplab_fast_resnet101")
+    assert DEEPLAB_BACKBONES == ["mobilenet_v2", "resnet_v1_50_beta", "xception_65"]
+    assert [n for n, b in BACKBONES.items() if b.single_scale] == ["fcn8s_vgg16", "deeplab_v2_vgg16"]
+    assert BACKBONES["resnet_v1_50_beta"].display_name == "DeepLab-V3+ (ResNet-50)"
+    fast = BACKBONES["deeplab_fast_resnet101"]
+    assert fast.display_name == fast.name and fast.scope is None and fast.trunk is None
+    assert BACKBONES["deeplab_v2_vgg16"].skipped_scopes == ("vgg_16/fc6", "vgg_16/fc7", "vgg_16/fc8",
+                                                            "vgg_16/mean_rgb")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        BACKBONES["mobilenet_v2"].scope = "other"
+    with pytest.raises(ConfigError, match="head options apply to"):
+        build_segmenter("fcn8s_vgg16", 5, 65, atrous_rates=[1])

@@ -15,8 +15,8 @@ from deeplab_face.data.cityscapes import ANNOTATED_INDEX
 from deeplab_face.errors import CheckpointError, ConfigError
 from deeplab_face.models.dvsnet_checkpoint import dvsnet_variable_map
 from eval import metrics
-from eval.cityscapes import (RegionalSegmenter, make_region_schedulers,
-                             merge_regions, region_boxes, region_size, run)
+from eval.cityscapes import RegionalSegmenter, make_region_schedulers, run
+from eval.regions import merge_regions, region_boxes, region_size
 from flownet2s.checkpoint import checkpoint_map
 from flownet2s.dff import DeepFeatureFlow
 from rl_scheduler.dvsnet_import import (build_dvsnet_networks, decision_variable_map,

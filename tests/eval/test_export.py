@@ -35,7 +35,7 @@ def _condition_stages(root, frames):
     scale field small random weights, so that masks have several classes and the warp moves them."""
     from deeplab_face import load_segmenter
     from flownet2s import load_flownet
-    from flownet2s.dff import resize_align_corners
+    from deeplab_face.models.layers import resize_align_corners
 
     x = frames.astype(np.float32)
     segmenter = load_segmenter(os.path.join(root, "segmenter"))
@@ -46,7 +46,7 @@ def _condition_stages(root, frames):
     segmenter.save_weights(os.path.join(root, "segmenter", "final.weights.h5"))
     flow_net = load_flownet(os.path.join(root, "flownet"))
     size = [int(d) for d in flow_net.input[0].shape[1:3]]
-    small = np.asarray(resize_align_corners(x, size))
+    small = np.asarray(resize_align_corners(x, size, method="gather"))  # as DeepFeatureFlow resizes
     magnitude = np.mean(np.linalg.norm(np.asarray(flow_net([small[:-1], small[1:]])["flow"]), axis=-1))
     predict = flow_net.get_layer("predict_flow2")
     predict.set_weights([w * (2.0 / magnitude) for w in predict.get_weights()])

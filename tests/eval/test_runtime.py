@@ -65,7 +65,7 @@ def tiny_checkpoints(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_dff(tiny_checkpoints):
-    from rl_scheduler.cache import load_dff
+    from flownet2s.dff import load_dff
     return load_dff(os.path.join(tiny_checkpoints, "segmenter"), os.path.join(tiny_checkpoints, "flownet"))
 
 
