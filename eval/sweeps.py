@@ -208,7 +208,8 @@ def run_sweeps(out_dir, prepared_dir, segmenter_dir, flownet_dir, rl_dirs, dvsne
     from deeplab_face.data.pipelines import load_video
     from deeplab_face.errors import ConfigError
     from rl_scheduler import load_dvsnet, load_policy
-    from rl_scheduler.cache import VideoCache, load_dff
+    from flownet2s.dff import load_dff
+    from rl_scheduler.cache import VideoCache
 
     if not test_videos:
         raise ConfigError("--test_videos: the sweeps need at least one test video")

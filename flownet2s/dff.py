@@ -10,7 +10,6 @@ its vectors scaled by the same align-corners factor (grid - 1) / (input - 1), so
 is expressed in feature-grid pixels (DESIGN.md "Flow"). The scale field is resized to the
 grid likewise. Each public call is one compiled function under the TensorFlow backend.
 """
-import functools
 import time
 
 import keras
@@ -41,8 +40,6 @@ def flow_input_size(crop_size, flow_resolution="full"):
 # the non-key path resizes 3-channel frames (513 -> 512) and the 256-channel scale field (128 -> 129),
 # where the matrix form costs as much as the flow net.
 RESIZE = "gather"
-# moved to deeplab_face.models.layers (method="gather"); kept for flownet2s/pretrain.py
-resize_align_corners = functools.partial(layers.resize_align_corners, method=RESIZE)
 
 
 def resize_flow(flow, size, input_size):

@@ -47,7 +47,8 @@ from deeplab_face import atomic, cli, distribute  # noqa: E402
 from deeplab_face.errors import CheckpointError, ConfigError  # noqa: E402
 from deeplab_face.stage import clear_done, finish_stage  # noqa: E402
 from deeplab_face.training import replica_share, scalar_summary  # noqa: E402
-from flownet2s.dff import resize_align_corners  # noqa: E402
+from deeplab_face.models.layers import resize_align_corners  # noqa: E402
+from flownet2s.dff import RESIZE  # noqa: E402
 from flownet2s.model import (DEFAULT_NORMALIZATION, FLOW_SCALE, FLOWNET2_S_WIDTH, INPUT_MULTIPLE,  # noqa: E402
                              MULTISCALE_LEVELS, NORMALIZATIONS, build_flownet, scale_head_layer_names)
 from flownet2s import synthetic_flow  # noqa: E402
@@ -172,7 +173,7 @@ def average_epe(flow_net, pairs, use_valid=False):
         batch = slice(start, start + EVAL_BATCH)
         out = flow_net([pairs["key"][batch].astype(np.float32),
                         pairs["current"][batch].astype(np.float32)], training=False)
-        flow = keras.ops.convert_to_numpy(resize_align_corners(out["flow"], size))
+        flow = keras.ops.convert_to_numpy(resize_align_corners(out["flow"], size, method=RESIZE))
         epe = np.linalg.norm(flow - pairs["flow"][batch], axis=-1)
         weight = pairs["valid"][batch] if use_valid else np.ones_like(epe, bool)
         total += float(epe[weight].sum())

@@ -13,8 +13,6 @@ import os
 import numpy as np
 
 from deeplab_face.backend import to_numpy
-# moved to flownet2s.dff; kept for rl_scheduler/train.py, rl_scheduler/train_dvsnet.py, eval/sweeps.py
-from flownet2s.dff import load_dff  # noqa: F401
 from rl_scheduler import rewards
 
 KeyEntry = collections.namedtuple("KeyEntry", "mask confusion miou")

@@ -252,7 +252,8 @@ def fill_pair_tables(pair_table_dir, segmenter_dir, flownet_dir, prepared_dir, v
     """Fills `<pair_table_dir>/<video>.npz` for `video_ids` with the frozen N and F of the stage
     folders (`ensure_tables`; run it in several processes at once to share the work). Returns a
     summary: status per video, tables, pairs, bytes and seconds over the finished tables."""
-    from rl_scheduler.cache import load_dff, load_video_caches
+    from flownet2s.dff import load_dff
+    from rl_scheduler.cache import load_video_caches
 
     taps = tuple(dict.fromkeys(taps))
     bad = [t for t in taps if t not in TAPS]

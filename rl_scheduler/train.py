@@ -38,7 +38,8 @@ from deeplab_face.errors import ConfigError  # noqa: E402
 from deeplab_face.stage import checkpoint_manager, restore_latest, write_done  # noqa: E402
 from deeplab_face.training import scalar_summary  # noqa: E402
 from rl_scheduler import config, pair_tables  # noqa: E402
-from rl_scheduler.cache import load_dff, load_video_caches  # noqa: E402
+from flownet2s.dff import load_dff  # noqa: E402
+from rl_scheduler.cache import load_video_caches  # noqa: E402
 from rl_scheduler.environment import KeyEnvironment  # noqa: E402
 from rl_scheduler.policy import budget_key_bias, build_policy, fit_deviation_norm  # noqa: E402
 from rl_scheduler.reinforce import Reinforce, fixed_interval_quality  # noqa: E402

@@ -53,7 +53,8 @@ from deeplab_face.distribute import define_strategy_flag, write_dir  # noqa: E40
 from deeplab_face.stage import checkpoint_manager, restore_latest, seed_states, write_done  # noqa: E402
 from deeplab_face.errors import ConfigError  # noqa: E402
 from rl_scheduler import config, pair_tables  # noqa: E402
-from rl_scheduler.cache import load_dff, load_video_caches  # noqa: E402
+from flownet2s.dff import load_dff  # noqa: E402
+from rl_scheduler.cache import load_video_caches  # noqa: E402
 from rl_scheduler.dvsnet_decision import build_decision_network, fold_standardisation  # noqa: E402
 import rl_scheduler.train as rl_scheduler_train  # noqa: E402
 from rl_scheduler.train import (  # noqa: E402

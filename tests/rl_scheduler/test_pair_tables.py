@@ -75,7 +75,7 @@ def _table(path):
 @pytest.fixture(scope="module")
 def dff(stages):
     """N and F loaded once for the fills in this process (their compiled calls are reused)."""
-    from rl_scheduler.cache import load_dff
+    from flownet2s.dff import load_dff
 
     return load_dff(stages["segmenter_dir"], stages["flownet_dir"])
 
@@ -84,7 +84,7 @@ def _fill(stages, dff, folder, videos=VIDEOS, **options):
     """fill_pair_tables in this process, with the shared N and F."""
     logs = []
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("rl_scheduler.cache.load_dff", lambda *args, **kwargs: dff)
+        patch.setattr("flownet2s.dff.load_dff", lambda *args, **kwargs: dff)
         summary = pair_tables.fill_pair_tables(folder, stages["segmenter_dir"], stages["flownet_dir"],
                                                stages["prepared_dir"], list(videos), HORIZON, taps=("conv6_1",),
                                                cache_batch_size=4, poll_seconds=0.1, log=logs.append, **options)
