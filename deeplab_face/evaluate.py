@@ -26,9 +26,9 @@ from deeplab_face.backend import compile_fn  # noqa: E402
 from deeplab_face.data import tfrecords  # noqa: E402
 from deeplab_face.errors import ConfigError  # noqa: E402
 from deeplab_face.models.backbones import BACKBONES  # noqa: E402
+from deeplab_face.models.multiscale import PAPER_SCALE_SETS  # noqa: E402
 from deeplab_face.segmentation_metrics import confusion_matrix, fmt, mean_iou, or_none  # noqa: E402
 
-PAPER_SCALE_SETS = ((1.0,), (1.25, 1.75))  # §4.2 / Table 1
 FPS_WARMUP = 3
 FPS_RUNS = 20
 

@@ -16,10 +16,9 @@ import dataclasses
 from typing import Optional, Tuple
 
 from deeplab_face.errors import ConfigError
-from deeplab_face.evaluate import PAPER_SCALE_SETS
-from flownet2s.evaluate import PAPER_GAPS
+from deeplab_face.models.multiscale import PAPER_SCALE_SETS
+from flownet2s.dff import MAX_GAP, MIN_GAP, PAPER_GAPS
 from flownet2s.model import FLOWNET2_S_WIDTH
-from flownet2s.train import MAX_GAP, MIN_GAP
 from rl_scheduler import config as rl_config
 
 # §9 / datasets.md §1: the 300VW videos, by set. The paper's A/B/C (51/51/12) are 300VW-Mask

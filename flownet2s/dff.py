@@ -23,6 +23,8 @@ from flownet2s.model import INPUT_MULTIPLE, resized_flownet
 from flownet2s.warp import BORDERS, warp
 
 FLOW_RESOLUTIONS = ("full", "half")
+MIN_GAP, MAX_GAP = 1, 30   # §4.2 (reconstructed): F is fine-tuned on key-current pairs 1-30 frames apart
+PAPER_GAPS = (1, 5, 10, 20, 30)   # Table 1's FlowNet2-s row: interpolation mIoU at these key-current gaps
 
 
 def flow_input_size(crop_size, flow_resolution="full"):

@@ -23,9 +23,8 @@ from deeplab_face import atomic, cli  # noqa: E402
 from deeplab_face.backend import to_numpy  # noqa: E402
 from deeplab_face.errors import ConfigError  # noqa: E402
 from deeplab_face.segmentation_metrics import confusion_matrix, mean_iou  # noqa: E402
-from flownet2s.dff import DeepFeatureFlow, time_call  # noqa: E402
+from flownet2s.dff import PAPER_GAPS, DeepFeatureFlow, time_call  # noqa: E402
 
-PAPER_GAPS = (1, 5, 10, 20, 30)
 FPS_WARMUP, FPS_RUNS = 3, 10
 
 

@@ -34,11 +34,10 @@ from deeplab_face.errors import ConfigError  # noqa: E402
 from deeplab_face.segmentation_metrics import confusion_matrix, mean_iou  # noqa: E402
 from deeplab_face.training import (pixel_cross_entropy, replica_share, resolve_videos,  # noqa: E402
                                    scalar_summary, valid_pixels)
-from flownet2s.dff import DeepFeatureFlow, flow_input_size  # noqa: E402
+from flownet2s.dff import MAX_GAP, MIN_GAP, DeepFeatureFlow, flow_input_size  # noqa: E402
 from flownet2s.model import (DEFAULT_NORMALIZATION, FLOWNET2_S_WIDTH, NORMALIZATIONS, build_flownet,  # noqa: E402
                              copy_flow_weights, load_flownet)
 
-MIN_GAP, MAX_GAP = 1, 30   # §4.2 (reconstructed): key-current pairs 1-30 frames apart
 
 
 def finetune_logits(dff, key_image, current_image, training=True):

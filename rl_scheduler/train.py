@@ -35,7 +35,7 @@ from absl import flags  # noqa: E402
 from deeplab_face import atomic, cli  # noqa: E402
 from deeplab_face.distribute import define_strategy_flag, is_chief, write_dir  # noqa: E402
 from deeplab_face.errors import ConfigError  # noqa: E402
-from deeplab_face.stage import checkpoint_manager, restore_latest, write_done  # noqa: E402
+from deeplab_face.stage import checkpoint_manager, finish_stage, restore_latest  # noqa: E402
 from deeplab_face.training import scalar_summary  # noqa: E402
 from rl_scheduler import config, pair_tables  # noqa: E402
 from flownet2s.dff import load_dff  # noqa: E402
@@ -172,11 +172,9 @@ def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KA
     write_json(history_path, history)
     if os.path.exists(best_path):
         policy.load_weights(best_path)
-    atomic.save_weights(policy, os.path.join(root_dir, "final.weights.h5"))
     stage_config = dict(build_args, deviation_tap=deviation_tap, kar_limit=kar_limit,
                         operating_threshold=float(best_tau.numpy()), training=hparams)
-    write_json(os.path.join(root_dir, "config.json"), stage_config)
-    write_done(root_dir, "done\n")
+    finish_stage(root_dir, policy, stage_config, done_text="done\n")
     if root_dir != chief_dir:   # a non-chief worker's files were only needed while it ran
         shutil.rmtree(root_dir, ignore_errors=True)
     last = history[-1] if history else {}

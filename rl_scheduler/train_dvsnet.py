@@ -50,7 +50,7 @@ from absl import flags  # noqa: E402
 
 from deeplab_face import atomic, cli  # noqa: E402
 from deeplab_face.distribute import define_strategy_flag, write_dir  # noqa: E402
-from deeplab_face.stage import checkpoint_manager, restore_latest, seed_states, write_done  # noqa: E402
+from deeplab_face.stage import checkpoint_manager, finish_stage, restore_latest, seed_states  # noqa: E402
 from deeplab_face.errors import ConfigError  # noqa: E402
 from rl_scheduler import config, pair_tables  # noqa: E402
 from flownet2s.dff import load_dff  # noqa: E402
@@ -212,7 +212,6 @@ def train_decision_network(root_dir, train_data, val_data, epochs=config.DVSNET_
     a, b = (float(v) for v in best_calibration.numpy())
     final = fold_standardisation(model, build_decision_network(**build_args), input_scale,
                                  target_mean + target_std * b, target_std * a)
-    atomic.save_weights(final, os.path.join(root_dir, "final.weights.h5"))
     predicted = np.asarray(final.predict_on_batch(np.asarray(val_data[0], np.float32)))[:, 0]
     metrics = regression_metrics(predicted, y_val, constant, val_gaps)
     quantiles = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
@@ -225,17 +224,16 @@ def train_decision_network(root_dir, train_data, val_data, epochs=config.DVSNET_
         # where the predicted confidence lies: the DVSNet sweep's targets should span it
         val_predicted_quantiles={f"{q:g}": float(np.quantile(predicted, q)) for q in quantiles},
         seconds=time.time() - start)
-    write_json(os.path.join(root_dir, "config.json"),
-               dict(build_args, deviation_tap=deviation_tap,
-                    training=dict(extra_config or {}, epochs=epochs, batch_size=batch_size, strategy=strategy_name,
-                                  learning_rate=learning_rate, lr_decay=lr_decay, seed=seed,
-                                  normalize_targets=normalize_targets, normalize_inputs=normalize_inputs,
-                                  dropout_rate=dropout_rate, calibrate_output=calibrate,
-                                  target_standardisation=[target_mean, target_std],
-                                  output_calibration=[a, b] if calibrate else None,
-                                  input_scale_mean=None if input_scale is None else float(np.mean(input_scale))),
-                    metrics={k: v for k, v in result.items() if k != "seconds"}))
-    write_done(root_dir, "done\n")
+    finish_stage(root_dir, final,
+                 dict(build_args, deviation_tap=deviation_tap,
+                      training=dict(extra_config or {}, epochs=epochs, batch_size=batch_size, strategy=strategy_name,
+                                    learning_rate=learning_rate, lr_decay=lr_decay, seed=seed,
+                                    normalize_targets=normalize_targets, normalize_inputs=normalize_inputs,
+                                    dropout_rate=dropout_rate, calibrate_output=calibrate,
+                                    target_standardisation=[target_mean, target_std],
+                                    output_calibration=[a, b] if calibrate else None,
+                                    input_scale_mean=None if input_scale is None else float(np.mean(input_scale))),
+                      metrics={k: v for k, v in result.items() if k != "seconds"}), done_text="done\n")
     if root_dir != chief_dir:   # a non-chief worker's files were only needed while it ran
         shutil.rmtree(root_dir, ignore_errors=True)
     if log is not None:

@@ -17,6 +17,7 @@ from keras import layers, ops
 from deeplab_face.models.layers import resize_align_corners, scale_dimension
 
 PAPER_SCALES = (1.25, 1.75)  # §4.2 multi-scale rows of Table 1
+PAPER_SCALE_SETS = ((1.0,), PAPER_SCALES)  # §4.2 / Table 1: single scale, then 1.25 + 1.75
 
 
 def _logits_before_upsampling(model):

@@ -16,6 +16,7 @@ import tensorflow as tf
 from deeplab_face import distribute
 from deeplab_face.errors import ConfigError
 from tests.backend_parity import ROOT
+from tests.deeplab_face.test_train import _latest_step
 from tests.distribute_check import run_check
 
 # Tolerances of the mirrored-vs-one-device comparison, relative to each tensor's largest magnitude.
@@ -98,11 +99,6 @@ def finish(procs, timeout):
     return out
 
 
-def latest_step(ckpt_dir):
-    latest = tf.train.latest_checkpoint(ckpt_dir)
-    return int(latest.rsplit("-", 1)[1]) if latest else 0
-
-
 def test_two_workers_train_and_resume_after_one_is_killed(tiny_prepared, tmp_path):
     prepared, videos = tiny_prepared
     root = str(tmp_path / "segmenter")
@@ -112,14 +108,14 @@ def test_two_workers_train_and_resume_after_one_is_killed(tiny_prepared, tmp_pat
     deadline = time.monotonic() + 240
     while procs[1].poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)
-    while latest_step(os.path.join(root, "ckpt")) < 2 and procs[0].poll() is None \
+    while _latest_step(os.path.join(root, "ckpt")) < 2 and procs[0].poll() is None \
             and time.monotonic() < deadline:
         time.sleep(0.5)
     time.sleep(2)   # the chief, left alone, blocks in (or fails) its next step's all-reduce
     procs[0].send_signal(signal.SIGKILL)
     (_, _, chief_err), (killed_rc, _, worker_err) = finish(procs, 30)
     assert killed_rc == -signal.SIGKILL, worker_err[-3000:]
-    saved = latest_step(os.path.join(root, "ckpt"))
+    saved = _latest_step(os.path.join(root, "ckpt"))
     assert saved == 2, chief_err[-3000:]
     assert not os.path.exists(os.path.join(root, "DONE"))
 
@@ -133,7 +129,7 @@ def test_two_workers_train_and_resume_after_one_is_killed(tiny_prepared, tmp_pat
     assert chief["step"] == worker["step"] == saved + 2 and chief["loss"] == worker["loss"]
     for name in ("DONE", "config.json", "final.weights.h5", "hparams.json"):
         assert os.path.exists(os.path.join(root, name)), name
-    assert latest_step(os.path.join(root, "ckpt")) == saved + 2
+    assert _latest_step(os.path.join(root, "ckpt")) == saved + 2
     assert not os.path.exists(os.path.join(root, ".workers"))   # the worker's scratch is gone
     with open(os.path.join(root, "hparams.json")) as f:
         hparams = json.load(f)

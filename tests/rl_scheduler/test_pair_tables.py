@@ -18,35 +18,11 @@ HORIZON = 3
 
 @pytest.fixture(scope="module")
 def stages(tmp_path_factory):
-    """Prepared data (three 8-frame videos at S = 65), an untrained N and F in the stage formats."""
-    import keras
-    from deeplab_face import build_segmenter
-    from deeplab_face.data.tfrecords import encode_example, write_examples, write_manifest
-    from flownet2s import build_flownet
+    """Prepared data (three 8-frame videos at S = 65, moving at three speeds), an untrained N and F."""
+    from tests.rl_scheduler.test_train import _stage_dirs
 
-    tmp = tmp_path_factory.mktemp("stages")
-    keras.utils.set_random_seed(0)
-    prepared = tmp / "prepared"
-    prepared.mkdir()
-    base = np.random.default_rng(0).integers(0, 255, (90, 90, 3)).astype(np.uint8)
-    videos = {}
-    for n, vid in enumerate(VIDEOS):
-        examples = []
-        for t in range(8):
-            image = np.roll(base, ((n + 1) * t, 2 * t), axis=(0, 1))[:65, :65]
-            examples.append(encode_example(image, (image[..., 0] // 52).astype(np.uint8), vid, t + 1,
-                                           np.zeros((68, 2))))
-        write_examples(prepared / f"{vid}.tfrecord", examples)
-        videos[vid] = {"frames": 8, "file": f"{vid}.tfrecord"}
-    write_manifest(prepared, {"size": 65, "videos": videos})
-    seg, flow = tmp / "seg", tmp / "flow"
-    seg.mkdir()
-    flow.mkdir()
-    build_segmenter("mobilenet_v2", 5, 65).save_weights(str(seg / "final.weights.h5"))
-    (seg / "config.json").write_text(json.dumps(dict(backbone="mobilenet_v2", num_classes=5, crop_size=65)))
-    build_flownet(input_size=64).save_weights(str(flow / "final.weights.h5"))
-    (flow / "config.json").write_text(json.dumps(dict(input_size=64)))
-    return dict(prepared_dir=str(prepared), segmenter_dir=str(seg), flownet_dir=str(flow))
+    prepared, seg, flow = _stage_dirs(tmp_path_factory.mktemp("stages"), VIDEOS, speeds=[1, 2, 3])
+    return dict(prepared_dir=prepared, segmenter_dir=seg, flownet_dir=flow)
 
 
 def _command(stages, folder, videos=VIDEOS):

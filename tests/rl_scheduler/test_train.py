@@ -72,8 +72,9 @@ def test_sample_pairs_respects_max_gap():
     assert len(sub) == 10 and set(sub) <= set(pairs)
 
 
-def _stage_dirs(tmp_path):
-    """Prepared data, an (untrained) N stage and F stage in the documented formats."""
+def _stage_dirs(tmp_path, videos=("001", "002"), speeds=None):
+    """Prepared data (8-frame videos at S = 65, video n moving `speeds[n]` rows a frame), an (untrained)
+    N stage and F stage in the documented formats. Also the pair-table and DVSNet tests' stages."""
     import keras
     from deeplab_face import build_segmenter
     from deeplab_face.data.tfrecords import encode_example, write_examples, write_manifest
@@ -84,16 +85,16 @@ def _stage_dirs(tmp_path):
     prepared.mkdir()
     rng = np.random.default_rng(0)
     base = rng.integers(0, 255, (90, 90, 3)).astype(np.uint8)
-    videos = {}
-    for vid in ("001", "002"):
+    manifest = {}
+    for vid, speed in zip(videos, speeds or [1] * len(videos)):
         examples = []
         for t in range(8):
-            image = np.roll(base, (t, 2 * t), axis=(0, 1))[:65, :65]
+            image = np.roll(base, (speed * t, 2 * t), axis=(0, 1))[:65, :65]
             label = (image[..., 0] // 52).astype(np.uint8)
             examples.append(encode_example(image, label, vid, t + 1, np.zeros((68, 2))))
         write_examples(prepared / f"{vid}.tfrecord", examples)
-        videos[vid] = {"frames": 8, "file": f"{vid}.tfrecord"}
-    write_manifest(prepared, {"size": 65, "videos": videos})
+        manifest[vid] = {"frames": 8, "file": f"{vid}.tfrecord"}
+    write_manifest(prepared, {"size": 65, "videos": manifest})
     seg_dir, flow_dir = tmp_path / "seg", tmp_path / "flow"
     seg_dir.mkdir()
     flow_dir.mkdir()
