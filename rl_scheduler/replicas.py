@@ -1,22 +1,10 @@
-"""tf.distribute for the scheduler trainings (issue 11 item 1): the strategy from `--strategy`, and
-inputs split over the replicas (deeplab_face.distribute has the flag, the factory and the chief rule).
+"""tf.distribute for the scheduler trainings (issue 11 item 1): inputs split over the replicas and the
+DVSNet step (deeplab_face.distribute has the flag, the factory, the strategy's name and the chief rule).
 """
 import numpy as np
 import tensorflow as tf
 
-from deeplab_face.distribute import make_strategy
-
 SEED_STRIDE = 7919   # replica r draws its dropout masks from seed + r * SEED_STRIDE
-NAMES = {"_DefaultDistributionStrategy": "default", "MirroredStrategy": "mirrored",
-         "MultiWorkerMirroredStrategy": "multi_worker", "CollectiveAllReduceStrategy": "multi_worker"}
-
-
-def resolve_strategy(strategy):
-    """(tf.distribute strategy, its name for config.json) from a name or a strategy."""
-    if isinstance(strategy, str):
-        return make_strategy(strategy), strategy
-    kind = type(strategy).__name__
-    return strategy, NAMES.get(kind, kind)
 
 
 def per_replica(strategy, parts):

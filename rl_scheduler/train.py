@@ -33,7 +33,8 @@ import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
 from deeplab_face import atomic, cli  # noqa: E402
-from deeplab_face.distribute import define_strategy_flag, is_chief, write_dir  # noqa: E402
+from deeplab_face.distribute import (define_strategy_flag, is_chief, strategy_name, strategy_of,  # noqa: E402
+                                     write_dir)
 from deeplab_face.errors import ConfigError  # noqa: E402
 from deeplab_face.stage import checkpoint_manager, finish_stage, restore_latest  # noqa: E402
 from deeplab_face.training import scalar_summary  # noqa: E402
@@ -43,7 +44,6 @@ from rl_scheduler.cache import load_video_caches  # noqa: E402
 from rl_scheduler.environment import KeyEnvironment  # noqa: E402
 from rl_scheduler.policy import budget_key_bias, build_policy, fit_deviation_norm  # noqa: E402
 from rl_scheduler.reinforce import Reinforce, fixed_interval_quality  # noqa: E402
-from rl_scheduler.replicas import resolve_strategy  # noqa: E402
 
 D = config.DEFAULT_OPTIONS
 
@@ -65,7 +65,8 @@ def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KA
 
     strategy: a name of deeplab_face.distribute.STRATEGIES or a tf.distribute.Strategy."""
     hparams = {k: v for k, v in locals().items() if k not in ("root_dir", "train_caches", "val_caches", "strategy")}
-    strategy, hparams["strategy"] = resolve_strategy(strategy)
+    strategy = strategy_of(strategy)
+    hparams["strategy"] = strategy_name(strategy)
     chief_dir, root_dir = root_dir, write_dir(root_dir, strategy)   # a non-chief writes a scratch folder
     if episodes < 1 or episodes_per_update < 1 or trials < 1:
         raise ConfigError("--episodes, --episodes_per_update and --trials must be >= 1")
@@ -219,7 +220,7 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, flownet_dir, train_videos,
         cache.pair_capacity = None   # the table and what trials add to it stay (a few KB a pair)
     pair_tables.attach_tables(caches, pair_table_dir, horizon, (tap,), flow_resolution, log=log)
     train_caches, val_caches = [caches[v] for v in train_ids], [caches[v] for v in val_ids]
-    strategy, _ = resolve_strategy(strategy)
+    strategy = strategy_of(strategy)
     result = train_policy(root_dir, train_caches, val_caches, kar_limit=kar_limit, reward=reward,
                           episodes=episodes, episode_length=episode_length, trials=trials,
                           episodes_per_update=episodes_per_update, learning_rate=learning_rate,

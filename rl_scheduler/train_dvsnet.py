@@ -49,6 +49,7 @@ import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
 from deeplab_face import atomic, cli  # noqa: E402
+from deeplab_face import distribute  # noqa: E402
 from deeplab_face.distribute import define_strategy_flag, write_dir  # noqa: E402
 from deeplab_face.stage import checkpoint_manager, finish_stage, restore_latest, seed_states  # noqa: E402
 from deeplab_face.errors import ConfigError  # noqa: E402
@@ -59,7 +60,7 @@ from rl_scheduler.dvsnet_decision import build_decision_network, fold_standardis
 import rl_scheduler.train as rl_scheduler_train  # noqa: E402
 from rl_scheduler.train import (  # noqa: E402
     checked_stage_flags, define_stage_flags, read_json, register_size_validator, scalar_summary, write_json)
-from rl_scheduler.replicas import mse_step, resolve_strategy  # noqa: E402
+from rl_scheduler.replicas import mse_step  # noqa: E402
 
 # the data side lives in dvsnet_pairs; re-exported here, where tests and callers import them
 from rl_scheduler.dvsnet_pairs import (  # noqa: E402,F401
@@ -107,7 +108,8 @@ def train_decision_network(root_dir, train_data, val_data, epochs=config.DVSNET_
     if not 0.0 <= dropout_rate < 1.0:
         raise ConfigError(f"--dropout_rate: must be in [0, 1), got {dropout_rate}")
     start = time.time()
-    strategy, strategy_name = resolve_strategy(strategy)
+    strategy = distribute.strategy_of(strategy)
+    strategy_name = distribute.strategy_name(strategy)
     chief_dir, root_dir = root_dir, write_dir(root_dir, strategy)   # a non-chief writes a scratch folder
     keras.utils.set_random_seed(seed)
     os.makedirs(root_dir, exist_ok=True)
