@@ -9,8 +9,9 @@ Protocol (reference/dvsnet.md "Cityscapes protocol", paper.md §9, §11):
 - Each region is an independent stream (paper.md §1, reconstructed): its own key frame, key
   logits, decision history and scheduler instance; one scheduler type for all four. Flow runs on
   the four (key, current) pairs as one batch (DVSNet's step 1); keys are segmented and non-keys
-  propagated by `flownet2s.dff.DeepFeatureFlow` (split "logits": the key fc_out logits are
-  warped and multiplied by the 19-channel scale field).
+  propagated by `flownet2s.dff.KeyHolder` with four streams (the streaming step eval.runtime
+  shares; split "logits": the key fc_out logits are warped and multiplied by the 19-channel scale
+  field).
 - The four region predictions are merged by DVSNet's `overlap4` rule: in the overlap bands every
   pixel takes the label of the region with the larger maximum upsampled logit (`merge_score`).
 - Every val snippet runs from its first frame (a key in every region, left out of the FPS) to the
@@ -63,6 +64,8 @@ class RegionalSegmenter:
     def __init__(self, dff, schedulers, frame_hw, overlap=DVSNET_OVERLAP, merge_score="logit"):
         import keras
 
+        from flownet2s.dff import KeyHolder
+
         self.boxes = region_boxes(frame_hw, overlap)
         self.frame_hw = (int(frame_hw[0]), int(frame_hw[1]))
         expected = region_size(frame_hw, overlap)
@@ -76,6 +79,7 @@ class RegionalSegmenter:
         if merge_score == "logit" and dff.task_logits_net is None:
             raise ConfigError("--merge_score=logit: the segmenter's task_net does not end in a softmax")
         self.dff = dff
+        self.keys = KeyHolder(dff, len(self.boxes))   # per region: key frame (1, h, w, 3), fc_out logits
         self.schedulers = list(schedulers)
         self.merge_score = merge_score
         self.observe = needs_observation(self.schedulers[0])
@@ -93,8 +97,7 @@ class RegionalSegmenter:
         """New sequence: no key frames, empty histories."""
         for scheduler in self.schedulers:
             scheduler.reset()
-        self.key_frames = [None] * len(self.boxes)    # (1, h, w, 3) tensors
-        self.key_features = [None] * len(self.boxes)  # (1, h/16, w/16, C) fc_out logits
+        self.keys.reset()
         self.index = 0
 
     def crops(self, frame):
@@ -110,11 +113,10 @@ class RegionalSegmenter:
         frame = np.zeros(self.frame_hw + (3,), np.uint8) if frame is None else frame
         current = self._ops.convert_to_tensor(self.crops(frame))
         for n in batch_sizes or range(len(self.boxes), 0, -1):
-            batch = current[:n]
-            key = self.dff.key(batch)
-            flow = self.dff.flow(batch, batch)
-            out = self.dff.propagate(batch, key["features"], batch, flow_outputs=flow)
-            self._labels(out["features"])
+            batch, regions = current[:n], range(n)
+            self.keys.key(batch, regions)
+            flow = self.keys.flow(batch, regions)
+            self._labels(self.keys.propagate(batch, regions, flow_outputs=flow)["features"])
         self.reset()
 
     def stream(self, frames):
@@ -150,7 +152,7 @@ class RegionalSegmenter:
         magnitudes = np.full(n, np.nan)
         flow, flow_np, flow_regions = None, None, []
         if i > 0 and self.observe:  # DVSNet step 1: flow on the four pairs as one batch
-            flow, flow_np, magnitudes = timed_flow(self.dff, self.key_frames, current, ms)
+            flow, flow_np, magnitudes = timed_flow(self.keys, current, ms, streams=range(n))
             magnitudes, flow_regions = magnitudes.astype(np.float64), list(range(n))
         is_key, scores = self._decide(i, flow_np, magnitudes, ms)
         labels, region_scores = [None] * n, [None] * n
@@ -158,12 +160,10 @@ class RegionalSegmenter:
         warps = [r for r in range(n) if not is_key[r]]
         if keys:
             start = time.perf_counter()
-            out = self.dff.key(self._take(current, keys))
-            label, score = self._labels(out["features"])
+            label, score = self._labels(self.keys.key(self._take(current, keys), keys, index=i)["features"])
             ms["key"] = 1000.0 * (time.perf_counter() - start)
             for j, r in enumerate(keys):
                 labels[r], region_scores[r] = label[j], score[j]
-                self.key_frames[r], self.key_features[r] = current[r:r + 1], out["features"][j:j + 1]
         if warps:
             label, score = self._propagate(current, warps, flow, flow_regions, magnitudes, ms)
             for j, r in enumerate(warps):
@@ -182,24 +182,21 @@ class RegionalSegmenter:
         for region, scheduler in enumerate(self.schedulers):
             key, score = scheduler.decide(self._observation(scheduler, i, region, flow_np, magnitudes))
             scheduler.record(key)
-            is_key.append(bool(key) or self.key_frames[region] is None)
+            is_key.append(bool(key) or not self.keys.has_key(region))
             scores.append(float(score))
         ms["policy"] = 1000.0 * (time.perf_counter() - start)
         return is_key, scores
 
     def _propagate(self, current, warps, flow, flow_regions, magnitudes, ms):
         """(labels, scores) of the non-key regions `warps`: their key features warped by the flow."""
-        ops = self._ops
-        key_frames = ops.concatenate([self.key_frames[r] for r in warps], axis=0)
-        key_features = ops.concatenate([self.key_features[r] for r in warps], axis=0)
         frames = self._take(current, warps)
         if flow is None:  # fixed / random: flow on the non-key regions only, as DFF does
-            flow, _, magnitudes[warps] = timed_flow(self.dff, key_frames, frames, ms, taps=False)
+            flow, _, magnitudes[warps] = timed_flow(self.keys, frames, ms, streams=warps, taps=False)
             flow_regions = warps
         start = time.perf_counter()
         rows = [flow_regions.index(r) for r in warps]
         given = {k: self._take(flow[k], rows) for k in ("flow", "scale")}
-        out = self.dff.propagate(key_frames, key_features, frames, flow_outputs=given)
+        out = self.keys.propagate(frames, warps, flow_outputs=given)
         label, score = self._labels(out["features"])
         ms["warp_task"] = 1000.0 * (time.perf_counter() - start)
         return label, score

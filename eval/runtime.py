@@ -14,7 +14,8 @@ Schedulers that read nothing from the observation (`fixed`, `random`, see OBSERV
 first and the flow runs on non-key frames only, as DFF does with a fixed key interval.
 
 Memory stays flat however long the video: the segmenter keeps only the last key frame and its
-features; results are yielded, never stored.
+features (a `flownet2s.dff.KeyHolder`, the streaming step eval.cityscapes shares); results are
+yielded, never stored.
 
 Timing (`FrameResult.ms`, milliseconds): "flow" (flow net + the flow magnitude), "policy" (the
 scheduler's decision), "key" (feature_net + task_net on a key frame), "warp_task" (warp x scale +
@@ -56,23 +57,19 @@ def needs_observation(scheduler):
     return getattr(scheduler, "name", None) not in OBSERVATION_FREE
 
 
-def timed_flow(dff, key_frames, frames, ms, taps=True):
-    """The flow net on (key, current) pairs, its time added to ms["flow"]; the one flow step of
-    `DynamicSegmenter` and eval.cityscapes' `RegionalSegmenter`.
+def timed_flow(keys, frames, ms, streams=(0,), taps=True):
+    """The flow net from the held keys of `streams` to `frames`, its time added to ms["flow"]; the one
+    flow step of `DynamicSegmenter` and eval.cityscapes' `RegionalSegmenter`.
 
-    key_frames: a batch, or a list of streams' (1, h, w, 3) key frames, batched inside the timed call.
-    The flow-magnitude score and the taps' copy to the host (a scheduler reads them) are timed too.
-    Returns (raw `dff.flow` outputs, numpy {"conv6", "conv6_1"} or None when not `taps`, numpy mean
-    |flow| per pair).
+    keys: a `flownet2s.dff.KeyHolder`; row j of `frames` is the current frame of stream streams[j].
+    Batching the held key frames, the flow-magnitude score and the taps' copy to the host (a scheduler
+    reads them) are timed too. Returns (raw `dff.flow` outputs, numpy {"conv6", "conv6_1"} or None
+    when not `taps`, numpy mean |flow| per pair).
     """
-    import keras
-
     from flownet2s.dff import mean_flow_magnitude  # the one definition of the flow-magnitude score
 
     start = time.perf_counter()
-    if isinstance(key_frames, list):
-        key_frames = keras.ops.concatenate(key_frames, axis=0)
-    raw = dff.flow(key_frames, frames)
+    raw = keys.flow(frames, streams)
     numpy_taps = {tap: to_numpy(raw[tap]) for tap in ("conv6", "conv6_1")} if taps else None
     magnitudes = to_numpy(mean_flow_magnitude(raw["flow"]))
     ms["flow"] += 1000.0 * (time.perf_counter() - start)
@@ -94,9 +91,12 @@ class DynamicSegmenter:
     """
 
     def __init__(self, dff, scheduler, budget=None):
+        from flownet2s.dff import KeyHolder
+
         self.dff = dff
         self.scheduler = scheduler
         self.budget = budget
+        self.keys = KeyHolder(dff)   # the last key frame (1, S, S, 3) float32, its features and index
         self.reset()
 
     def reset(self):
@@ -104,9 +104,7 @@ class DynamicSegmenter:
         self.scheduler.reset()
         if self.budget is not None:
             self.budget.reset()
-        self.key_frame = None       # (1, S, S, 3) float32
-        self.key_features = None    # feature_net output of the key frame
-        self.key_index = None
+        self.keys.reset()
         self.index = 0
 
     def warm_up(self, frame=None):
@@ -117,9 +115,9 @@ class DynamicSegmenter:
         if frame is None:
             frame = np.zeros((self.dff.crop_size, self.dff.crop_size, 3), np.uint8)
         current = np.asarray(frame, np.float32)[None]
-        key = self.dff.key(current)
-        flow = self.dff.flow(current, current)
-        _mask(self.dff.propagate(current, key["features"], current, flow_outputs=flow)["probs"])
+        self.keys.key(current)
+        flow = self.keys.flow(current)
+        _mask(self.keys.propagate(current, flow_outputs=flow)["probs"])
         if needs_observation(self.scheduler):   # its network traces on first use (~0.3 s on a CPU);
             # fixed / random are left alone: random's draw would move its seeded stream
             self.scheduler.decide({"frame_index": 1, "conv6": to_numpy(flow["conv6"]),
@@ -152,20 +150,18 @@ class DynamicSegmenter:
         is_key, score = self.scheduler.decide(observation)
         self.scheduler.record(is_key)
         ms["policy"] = 1000.0 * (time.perf_counter() - start)
-        is_key = bool(is_key or self.key_frame is None)
+        is_key = bool(is_key or not self.keys.has_key())
         if is_key:
             if key_frame_fn is not None:
                 current = np.asarray(key_frame_fn(), np.float32)[None]
             start = time.perf_counter()
-            out = self.dff.key(current)
-            mask = _mask(out["probs"])
+            mask = _mask(self.keys.key(current, index=i)["probs"])
             ms["key"] = 1000.0 * (time.perf_counter() - start)
-            self.key_frame, self.key_features, self.key_index = current, out["features"], i
         else:
             if lazy_flow:
                 flow, magnitude = self._flow(current, ms)
             start = time.perf_counter()
-            out = self.dff.propagate(self.key_frame, self.key_features, current, flow_outputs=flow)
+            out = self.keys.propagate(current, flow_outputs=flow)
             mask = _mask(out["probs"])
             ms["warp_task"] = 1000.0 * (time.perf_counter() - start)
         ms["total"] = sum(ms[s] for s in STAGES)
@@ -176,7 +172,7 @@ class DynamicSegmenter:
 
     def _flow(self, current, ms, observation=None):
         """(flow outputs, mean |flow|) of (key frame, current frame); fills `observation` with the taps."""
-        raw, taps, magnitudes = timed_flow(self.dff, self.key_frame, current, ms)
+        raw, taps, magnitudes = timed_flow(self.keys, current, ms)
         magnitude = float(np.mean(magnitudes))
         if observation is not None:
             observation.update(taps, flow_magnitude=magnitude)

@@ -185,6 +185,76 @@ class DeepFeatureFlow:
         return result
 
 
+class KeyHolder:
+    """DFF's streaming step (§3.1): the held key frame and key features of each of `streams` streams.
+
+    The one home of "hold the key, then key or propagate" for the streaming runners: eval.runtime's
+    `DynamicSegmenter` (one stream, a video) and eval.cityscapes' `RegionalSegmenter` (four streams,
+    DVSNet's regions, run as one batch). `key` runs N on a batch of frames, one per stream, and holds
+    each as its stream's key; `flow` and `propagate` run F and the warp from the held keys of some
+    streams to their current frames. The runners decide which frames are keys and time the stages.
+
+    rl_scheduler.cache computes (key, frame) pairs through `DeepFeatureFlow.propagate` directly: its
+    pairs are a table looked up by (k, i) in any order, not a stream with one held key.
+
+    A key batch is held by reference, each stream remembering its row: holding copies nothing. A held
+    part (frames for F, features for the warp) is passed on as it is when the streams asked for are
+    its batch's rows in order; else each stream's row is cut out once and kept alone (an old batch is
+    not held for one row).
+    """
+
+    def __init__(self, dff, streams=1):
+        self.dff = dff
+        self.streams = int(streams)
+        self.reset()
+
+    def reset(self):
+        """No key in any stream."""
+        self._held = {"frames": [None] * self.streams, "features": [None] * self.streams}  # (batch, row)
+        self._index = [None] * self.streams
+
+    def has_key(self, stream=0):
+        return self._held["features"][stream] is not None
+
+    def index(self, stream=0):
+        """The frame index the stream's key was held with (`key(..., index=)`), or None."""
+        return self._index[stream]
+
+    def key(self, frames, streams=(0,), index=None):
+        """N on `frames` (B, h, w, 3), row j the current frame of stream `streams[j]`, each held as
+        its stream's key (frame, features; `index` recorded). Returns `dff.key`'s {"features", "probs"}."""
+        out = self.dff.key(frames)
+        for row, stream in enumerate(streams):
+            self._held["frames"][stream] = (frames, row)
+            self._held["features"][stream] = (out["features"], row)
+            self._index[stream] = index
+        return out
+
+    def held(self, streams=(0,), part="frames"):
+        """The held key `part` ("frames" or "features") of `streams`, batched in that order."""
+        column = self._held[part]
+        entries = [column[s] for s in streams]
+        batch = entries[0][0]
+        if all(b is batch for b, _ in entries) and [r for _, r in entries] == list(range(int(batch.shape[0]))):
+            return batch   # the held batch itself, whole and in order
+        for stream, (rows, row) in zip(streams, entries):
+            if int(rows.shape[0]) > 1:   # keep the stream's own row, not its whole key batch
+                column[stream] = (rows[row:row + 1], 0)
+        rows = [column[s][0] for s in streams]
+        return rows[0] if len(rows) == 1 else ops.concatenate(rows, axis=0)
+
+    def flow(self, frames, streams=(0,)):
+        """`dff.flow` from the held keys of `streams` to `frames` (row j: stream streams[j])."""
+        return self.dff.flow(self.held(streams), frames)
+
+    def propagate(self, frames, streams=(0,), flow_outputs=None):
+        """`dff.propagate` of the held keys of `streams` to `frames` (row j: stream streams[j]);
+        `flow_outputs` (their `flow`) skips F, and with it the key frames."""
+        key_frames = None if flow_outputs is not None else self.held(streams)
+        return self.dff.propagate(key_frames, self.held(streams, "features"), frames,
+                                  flow_outputs=flow_outputs)
+
+
 def load_dff(segmenter_dir, flownet_dir, **dff_options):
     """The frozen N and F of two finished stages composed into one DeepFeatureFlow (§3.1)."""
     from deeplab_face import load_segmenter

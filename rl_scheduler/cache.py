@@ -129,6 +129,8 @@ class VideoCache:
             self._ensure_features(key_ids)
             key_features = np.stack([self._features[k] for k in key_ids])
             key_features = self._pad(key_features)
+            # A batch of table entries, not a stream: DeepFeatureFlow.propagate directly, without the
+            # streaming runners' held key (flownet2s.dff.KeyHolder).
             out = self.dff.propagate(self._frames(key_ids), key_features, self._frames([i for _, i in chunk]))
             masks = np.argmax(to_numpy(out["probs"]), axis=-1).astype(np.uint8)  # one call per batch
             conv6 = to_numpy(out["conv6"]) if "conv6" in self.keep_taps else None

@@ -214,7 +214,7 @@ def test_flow_magnitude_keys_follow_the_threshold(release):
                                    FRAME_HW, OVERLAP, merge_score="probability")
         if threshold < 0:
             runner.warm_up(frames[0], batch_sizes=(4,))
-            assert runner.index == 0 and runner.key_frames == [None] * 4  # a fresh sequence after
+            assert runner.index == 0 and not any(runner.keys.has_key(r) for r in range(4))  # fresh after
         results = list(runner.stream(frames))
         assert results[0].is_key == (True,) * 4
         for result in results[1:]:
@@ -223,16 +223,32 @@ def test_flow_magnitude_keys_follow_the_threshold(release):
         assert results[-1].mask.shape == FRAME_HW
 
 
-def test_random_keys_are_per_region_streams_with_mixed_batches(release):
+def test_random_keys_are_per_region_streams_with_mixed_batches(release, monkeypatch):
     """Seeded per-region draws decide each region alone; key and warp regions share a frame."""
     frames = np.random.default_rng(6).integers(0, 256, (4,) + FRAME_HW + (3,), dtype=np.uint8)
     runner = RegionalSegmenter(release["dff"], make_region_schedulers("random", 3, seed=1),
                                FRAME_HW, OVERLAP)
+    calls = []
+
+    def spy(name, method):
+        def wrapped(frames, streams, *args, **kwargs):
+            calls.append((name, list(streams)))
+            return method(frames, streams, *args, **kwargs)
+        return wrapped
+
+    for name in ("key", "propagate"):  # the regions key and propagate through the shared step
+        monkeypatch.setattr(runner.keys, name, spy(name, getattr(runner.keys, name)))
     results = list(runner.stream(frames))
     draws = np.stack([np.random.default_rng(1 + r).random(len(frames) - 1) for r in range(4)], 1)
     expected = draws < 1.0 / 3
     assert (expected.any(1) & (~expected).any(1)).any()  # some frame mixes keys and warps
+    assert calls[0] == ("key", [0, 1, 2, 3])
+    steps = iter(calls[1:])
     for result, row in zip(results[1:], expected):
         assert result.is_key == tuple(row.tolist())
         warped = np.isfinite(result.flow_magnitudes)  # flow runs on the non-key regions only
         np.testing.assert_array_equal(warped, ~row)
+        for name, regions in (("key", np.flatnonzero(row)), ("propagate", np.flatnonzero(~row))):
+            if len(regions):
+                assert next(steps) == (name, regions.tolist())
+    assert next(steps, None) is None

@@ -100,9 +100,39 @@ def test_masks_match_the_dff_paths_and_memory_is_one_key(tiny_dff):
     assert np.mean(results[5].mask == np.argmax(np.asarray(out["probs"])[0], -1)) > 0.999
     assert results[5].score == pytest.approx(results[5].flow_magnitude)
     # only the last key frame and its features are held, whatever the length of the stream
-    assert runtime.key_frame.shape == (1, CROP, CROP, 3) and runtime.key_index == 0
+    assert runtime.keys.streams == 1 and runtime.keys.index() == 0
+    assert runtime.keys.held().shape == (1, CROP, CROP, 3)
     held = [v for v in vars(runtime).values() if isinstance(v, (list, dict, tuple))]
     assert held == []
+
+
+def test_frames_go_through_the_shared_key_step(tiny_dff, monkeypatch):
+    """DynamicSegmenter keys and propagates through flownet2s.dff.KeyHolder: each mask is the argmax
+    of what the shared step returned, one call per frame (issue 10: DFF has one home)."""
+    from eval.runtime import DynamicSegmenter
+    from flownet2s.dff import KeyHolder
+    from rl_scheduler.schedulers import make_scheduler
+
+    calls = []
+
+    def spy(name):
+        method = getattr(KeyHolder, name)
+
+        def wrapped(self, frames, *args, **kwargs):
+            out = method(self, frames, *args, **kwargs)
+            calls.append((name, np.argmax(np.asarray(out["probs"])[0], -1)))
+            return out
+        return wrapped
+
+    for name in ("key", "propagate"):
+        monkeypatch.setattr(KeyHolder, name, spy(name))
+    frames, _ = moving_frames(7)
+    for scheduler in (make_scheduler("fixed", threshold=3), make_scheduler("flow_magnitude", threshold=1e9)):
+        calls.clear()
+        results = list(DynamicSegmenter(tiny_dff, scheduler).stream(frames))
+        assert [name for name, _ in calls] == ["key" if r.is_key else "propagate" for r in results]
+        for (_, mask), result in zip(calls, results):
+            np.testing.assert_array_equal(result.mask, mask)
 
 
 def test_policy_scheduler_sees_the_observation(tiny_dff, tiny_checkpoints):

@@ -147,3 +147,29 @@ def test_xla_warp_path_matches_the_plain_one(segmenter):
     a, b = plain.propagate(frames, features, frames), xla.propagate(frames, features, frames)
     np.testing.assert_allclose(np.asarray(b["features"]), np.asarray(a["features"]), atol=1e-5)
     np.testing.assert_allclose(np.asarray(b["probs"]), np.asarray(a["probs"]), atol=1e-5)
+
+
+def test_key_holder_is_deep_feature_flow_on_the_held_keys(segmenter):
+    """The streaming runners' shared step (KeyHolder) gives DeepFeatureFlow's own results on the key
+    it holds, for one stream and for several batched in any order."""
+    from flownet2s.dff import KeyHolder
+
+    dff = DeepFeatureFlow(segmenter, build_flownet(input_size=64), warp_jit=False)
+    frames = np.random.default_rng(2).uniform(0, 255, (4, 65, 65, 3)).astype(np.float32)
+    holder = KeyHolder(dff, streams=3)
+    key = holder.key(frames[:2], streams=(0, 2), index=7)
+    assert [holder.has_key(s) for s in range(3)] == [True, False, True] and holder.index(2) == 7
+    np.testing.assert_array_equal(np.asarray(key["probs"]), np.asarray(dff.key(frames[:2])["probs"]))
+    features = np.asarray(key["features"])
+    out = holder.propagate(frames[2:3], streams=(2,))
+    expected = dff.propagate(frames[1:2], features[1:2], frames[2:3])
+    for name in ("features", "probs", "flow", "scale", "conv6_1"):
+        np.testing.assert_array_equal(np.asarray(out[name]), np.asarray(expected[name]))
+    flow = holder.flow(frames[2:4], streams=(2, 0))
+    np.testing.assert_array_equal(np.asarray(flow["flow"]),
+                                  np.asarray(dff.flow(frames[[1, 0]], frames[2:4])["flow"]))
+    out = holder.propagate(frames[2:4], streams=(2, 0), flow_outputs=flow)
+    expected = dff.propagate(frames[[1, 0]], features[[1, 0]], frames[2:4])
+    np.testing.assert_array_equal(np.asarray(out["probs"]), np.asarray(expected["probs"]))
+    holder.reset()
+    assert not any(holder.has_key(s) for s in range(3))
