@@ -193,17 +193,9 @@ def segment_video(video, checkpoints, scheduler="rl", output="segmented.mp4", lo
     saturated_frames: frames budget mode spent pushing the knob against a bound; key_reasons:
     {reason: keys}; face_track: the tracker's event counts (None unless --crop=detect).
     """
-    import keras
-
     from eval import budget, metrics
-    from eval.runtime import DynamicSegmenter
 
-    def say(line):   # progress lines when verbose; warnings always, on stderr
-        if line.startswith("warning"):
-            print(line, file=sys.stderr, flush=True)
-        elif verbose:
-            print(line, flush=True)
-
+    say = _printer(verbose)
     if max_frames is not None and max_frames < 1:
         raise ConfigError(f"--max_frames: must be >= 1, got {max_frames}")
     gain = budget.DEFAULT_GAIN if budget_gain is None else budget_gain
@@ -220,52 +212,21 @@ def segment_video(video, checkpoints, scheduler="rl", output="segmented.mp4", lo
         reported = reported if reported > 0 else None   # cameras report none
         total = min(reported, max_frames) if reported and max_frames else reported
         outputs = Outputs(output, log, capture.get(cv2.CAP_PROP_FPS) or 30.0, first.shape, CSV_COLUMNS)
-        dff, key_scheduler = load_pipeline(checkpoints, scheduler, threshold, rl_stage, seed, flow_resolution,
-                                           log=say)
-        for line in stage_lines(checkpoints, scheduler, dff):
-            say(line)
-        controller = budget.BudgetController(key_scheduler, target_aki, target_fps, gain=gain, log=say)
-        if controller.active:
-            say(f"budget mode: target {'AKI %g' % target_aki if target_aki else '%g FPS (model time)' % target_fps}, "
-                f"{scheduler} {controller.knob_spec.label} from {key_scheduler.threshold:g} "
-                f"in [{controller.knob_spec.low:g}, {controller.knob_spec.high:g}], gain {gain:g}")
-        keys_of = face_track.CropKeys(key_scheduler)
-        runtime = DynamicSegmenter(dff, keys_of, budget=controller)
-        runtime.warm_up()   # compile before the clock starts
-        size = dff.crop_size
-        rows, keys, ms, sum_ms, key_box, reasons = 0, 0, [], 0.0, None, collections.Counter()
-        bar = keras.utils.Progbar(total, verbose=verbose, stateful_metrics=["aki", "model_fps", "knob"])
+        dff, runtime = _load_runtime(checkpoints, scheduler, threshold, rl_stage, seed, flow_resolution,
+                                     target_aki, target_fps, gain, say)
         start = time.perf_counter()
-        for index, frame in enumerate(itertools.chain([first], frames)):
-            box = boxes.box(frame, index)
-            keys_of.force = bool(crop_key_change) and face_track.box_change(box, key_box) > crop_key_change
-            state = {"box": box}
-
-            def key_crop(frame=frame, index=index, state=state):   # a key frame: the detector corrects the box
-                state["box"] = boxes.redetect(frame, index)
-                return crop(frame, state["box"], size)
-
-            result = runtime.step(crop(frame, box, size), key_frame_fn=key_crop)
-            reason = keys_of.reason(result)
-            if result.is_key:
-                key_box, reasons[reason] = state["box"], reasons[reason] + 1
-            picture = draw(frame, paste(result.mask, state["box"], frame.shape), state["box"], result,
-                           scheduler, reason)
-            outputs.write(index, picture, csv_row(result, controller, reason, state["box"]))
-            rows, keys = rows + 1, keys + int(result.is_key)
-            ms.append(result.ms["total"])   # one float a frame: a long video stays small
-            sum_ms += ms[-1]                  # running sum: no O(frames) pass per frame
-            bar.update(rows, [("aki", rows / keys), ("model_fps", 1000.0 * rows / max(sum_ms, 1e-9)),
-                              ("knob", controller.knob)])
+        counts = _segment_frames(itertools.chain([first], frames), runtime, boxes, outputs, dff.crop_size,
+                                 scheduler, crop_key_change, total, verbose)
     finally:
         capture.release()
         if outputs is not None:
             outputs.close()   # a run that failed before its first frame leaves no empty files behind
     seconds = time.perf_counter() - start
+    rows, keys, ms, reasons = counts
     if reported and rows < total:
         say(f"warning: {video}: only {rows} of the {reported} frames its header reports could be decoded "
             f"(a truncated or damaged file?); {output} and {log} hold those {rows}")
-    tracker = getattr(boxes, "events", None)
+    controller, tracker = runtime.budget, getattr(boxes, "events", None)
     summary = dict(frames=rows, keys=keys, aki=rows / max(keys, 1), model_fps=metrics.model_fps(ms),
                    end_to_end_fps=metrics.end_to_end_fps(rows, seconds), output=output, log=log,
                    knob=controller.knob, saturated_frames=controller.saturated_frames, key_reasons=dict(reasons),
@@ -273,6 +234,67 @@ def segment_video(video, checkpoints, scheduler="rl", output="segmented.mp4", lo
     for line in summary_lines(summary, controller):
         say(line)
     return summary
+
+
+def _printer(verbose):
+    """The command's `say`: progress lines when verbose; warnings always, on stderr."""
+    def say(line):
+        if line.startswith("warning"):
+            print(line, file=sys.stderr, flush=True)
+        elif verbose:
+            print(line, flush=True)
+    return say
+
+
+def _load_runtime(checkpoints, scheduler, threshold, rl_stage, seed, flow_resolution, target_aki, target_fps,
+                  gain, say):
+    """(dff, warmed-up `DynamicSegmenter`) of the stages under `checkpoints`: its scheduler wrapped in
+    `face_track.CropKeys` (crop keys) and its budget controller (`runtime.budget`, active in budget mode)."""
+    from eval import budget
+    from eval.runtime import DynamicSegmenter
+
+    dff, key_scheduler = load_pipeline(checkpoints, scheduler, threshold, rl_stage, seed, flow_resolution, log=say)
+    for line in stage_lines(checkpoints, scheduler, dff):
+        say(line)
+    controller = budget.BudgetController(key_scheduler, target_aki, target_fps, gain=gain, log=say)
+    if controller.active:
+        say(f"budget mode: target {'AKI %g' % target_aki if target_aki else '%g FPS (model time)' % target_fps}, "
+            f"{scheduler} {controller.knob_spec.label} from {key_scheduler.threshold:g} "
+            f"in [{controller.knob_spec.low:g}, {controller.knob_spec.high:g}], gain {gain:g}")
+    runtime = DynamicSegmenter(dff, face_track.CropKeys(key_scheduler), budget=controller)
+    runtime.warm_up()   # compile before the clock starts
+    return dff, runtime
+
+
+def _segment_frames(frames, runtime, boxes, outputs, size, scheduler, crop_key_change, total, verbose):
+    """Crops, segments, draws and logs every frame; returns (rows, keys, per-frame model ms, key reasons)."""
+    import keras
+
+    keys_of, controller = runtime.scheduler, runtime.budget
+    rows, keys, ms, sum_ms, key_box, reasons = 0, 0, [], 0.0, None, collections.Counter()
+    bar = keras.utils.Progbar(total, verbose=verbose, stateful_metrics=["aki", "model_fps", "knob"])
+    for index, frame in enumerate(frames):
+        box = boxes.box(frame, index)
+        keys_of.force = bool(crop_key_change) and face_track.box_change(box, key_box) > crop_key_change
+        state = {"box": box}
+
+        def key_crop(frame=frame, index=index, state=state):   # a key frame: the detector corrects the box
+            state["box"] = boxes.redetect(frame, index)
+            return crop(frame, state["box"], size)
+
+        result = runtime.step(crop(frame, box, size), key_frame_fn=key_crop)
+        reason = keys_of.reason(result)
+        if result.is_key:
+            key_box, reasons[reason] = state["box"], reasons[reason] + 1
+        picture = draw(frame, paste(result.mask, state["box"], frame.shape), state["box"], result,
+                       scheduler, reason)
+        outputs.write(index, picture, csv_row(result, controller, reason, state["box"]))
+        rows, keys = rows + 1, keys + int(result.is_key)
+        ms.append(result.ms["total"])   # one float a frame: a long video stays small
+        sum_ms += ms[-1]                  # running sum: no O(frames) pass per frame
+        bar.update(rows, [("aki", rows / keys), ("model_fps", 1000.0 * rows / max(sum_ms, 1e-9)),
+                          ("knob", controller.knob)])
+    return rows, keys, ms, reasons
 
 
 def csv_row(result, controller, reason, box):
