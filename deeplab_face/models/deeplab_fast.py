@@ -178,19 +178,23 @@ def build_deeplab_fast(num_classes=DVSNET_NUM_CLASSES, crop_size=DVSNET_REGION_S
 def build_deeplab_fast_model(num_classes=DVSNET_NUM_CLASSES, crop_size=DVSNET_REGION_SIZE,
                              output_stride=OUTPUT_STRIDE, split="logits",
                              image_mean_bgr=DVSNET_IMG_MEAN_BGR, with_logits=False):
-    """The composed N = task_net . feature_net (frames -> softmax at crop size).
+    """The composed N = task_net . feature_net (frames -> softmax at crop size), standalone.
 
-    Carries `feature_net` and `task_net` as plain attributes, as `build_segmenter`'s models do
-    (registered there, it is built through `build_segmenter`; this is for standalone use).
-    `with_logits=True` returns a dict {"probabilities", "logits" (fc_out)} instead (same weights).
+    With DVSNet's mean and `with_logits=False` it is the `segmenter.Segmenter` of backbone
+    "deeplab_fast_resnet101" (what `build_segmenter` builds: `feature_net`, `task_net`,
+    `logits_model`, get_config). Otherwise a functional model whose layers "feature_net" and
+    "task_net" are the two sub-models; `with_logits=True` returns a dict {"probabilities",
+    "logits" (fc_out)} instead of the probabilities (same weights, same weight-file layout).
     """
+    if not with_logits and tuple(map(float, image_mean_bgr)) == DVSNET_IMG_MEAN_BGR:
+        from deeplab_face.models.segmenter import Segmenter  # segmenter imports this module
+
+        _check_args(output_stride, split)
+        return Segmenter("deeplab_fast_resnet101", num_classes, crop_size, OUTPUT_STRIDE, split)
     feature_net, task_net = build_deeplab_fast(num_classes, crop_size, output_stride, split,
                                                image_mean_bgr)
     frames = keras.Input(feature_net.input.shape[1:], name="frames")
     logits = feature_net(frames)
     probabilities = task_net(logits)
     outputs = dict(probabilities=probabilities, logits=logits) if with_logits else probabilities
-    model = keras.Model(frames, outputs, name="deeplab_fast")
-    object.__setattr__(model, "feature_net", feature_net)  # untracked: no duplicate weights
-    object.__setattr__(model, "task_net", task_net)
-    return model
+    return keras.Model(frames, outputs, name="deeplab_fast")
