@@ -41,7 +41,7 @@ from deeplab_face import atomic, cli, distribute  # noqa: E402
 from deeplab_face.stage import clear_done, finish_stage  # noqa: E402
 from deeplab_face.data.masks import NUM_CLASSES  # noqa: E402
 from deeplab_face.errors import ConfigError  # noqa: E402
-from deeplab_face.evaluate import dataset_miou, make_predictor, read_manifest  # noqa: E402
+from deeplab_face.prediction import dataset_miou, make_predictor, read_manifest  # noqa: E402
 from deeplab_face.training import (pixel_cross_entropy, replica_regularization, replica_share,  # noqa: E402
                                    resolve_videos, scalar_summary, valid_pixels)
 
