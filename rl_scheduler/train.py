@@ -44,6 +44,9 @@ from rl_scheduler.cache import load_video_caches  # noqa: E402
 from rl_scheduler.environment import KeyEnvironment  # noqa: E402
 from rl_scheduler.policy import budget_key_bias, build_policy, fit_deviation_norm  # noqa: E402
 from rl_scheduler.reinforce import Reinforce, fixed_interval_quality  # noqa: E402
+from rl_scheduler import training_stage  # noqa: E402
+from rl_scheduler.training_stage import (checked_stage_flags, define_stage_flags, read_json,  # noqa: E402
+                                         register_size_validator, write_json)
 
 D = config.DEFAULT_OPTIONS
 
@@ -251,16 +254,6 @@ def write_probes(root_dir, train_caches, held_out_caches, tap, horizon, seed):
     return probe
 
 
-def read_json(path, default):
-    """`path`'s JSON, `default` when missing; a corrupt file is a DataError naming it."""
-    return atomic.read_json(path, default, advice="delete it and the stage's ckpt/ folder to restart "
-                            "the stage")
-
-
-def write_json(path, value):
-    atomic.write_json(path, value)
-
-
 FLAGS = flags.FLAGS
 
 
@@ -269,6 +262,7 @@ def define_flags():
     define_stage_flags("Output directory (checkpoints, TensorBoard, weights).",
                        "Scheduler-training video ids (300VW set B).",
                        "Validation video ids (empty: validate on the training videos, §4.2).")
+    flags.adopt_module_key_flags(training_stage)  # listed by this command's --help
     flags.DEFINE_float("kar_limit", config.DEFAULT_KAR_LIMIT,
                        "KAR limit eta of the stop rule, in (0, 1] (paper: 0.04/0.06/0.14).", upper_bound=1.0)
     flags.register_validator("kar_limit", lambda v: v > 0, "--kar_limit must be in (0, 1]")
@@ -336,50 +330,6 @@ def define_flags():
                          lower_bound=1)
     define_strategy_flag()
     flags.adopt_module_key_flags(sys.modules[define_strategy_flag.__module__])   # --strategy in --help
-
-
-def define_stage_flags(root_help, train_help, val_help):
-    """The flags every scheduler-training command shares: inputs, outputs and the caches."""
-    flags.DEFINE_string("root_dir", None, root_help)
-    flags.DEFINE_string("prepared_dir", None, "Prepared data (manifest.json + TFRecords).")
-    flags.DEFINE_string("segmenter_dir", None, "Stage directory of the segmentation network N.")
-    flags.DEFINE_string("flownet_dir", None, "Stage directory of the flow network F.")
-    flags.DEFINE_list("train_videos", [], train_help)
-    flags.DEFINE_list("val_videos", [], val_help)
-    flags.DEFINE_enum("flow_resolution", "full", ["full", "half"], "Flow-net input resolution.")
-    flags.DEFINE_integer("cache_batch_size", 8, "Frames per compiled call when filling the caches.",
-                         lower_bound=1)
-    flags.DEFINE_integer("max_frames_in_memory", config.MAX_FRAMES_IN_MEMORY,
-                         "Decoded frames kept in memory over all videos (frames are read lazily "
-                         "in blocks; 1.05 MB each at 513 px); 0: load every frame at once.", lower_bound=0)
-    flags.mark_flags_as_required(["root_dir", "prepared_dir", "segmenter_dir", "flownet_dir"])
-
-
-def _size_or_none(values):
-    """A parsed h,w list flag: [h, w] of positive ints, None when empty; ValueError otherwise."""
-    if not values:
-        return None
-    size = [int(v) for v in values]
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError("expected two positive integers h,w")
-    return size
-
-
-def register_size_validator(name):
-    """absl validator of an h,w list flag (empty allowed)."""
-    def valid(values):
-        try:
-            _size_or_none(values)
-        except ValueError:
-            return False
-        return True
-    flags.register_validator(name, valid, f"--{name} must be two positive integers h,w (or empty)")
-
-
-def checked_stage_flags():
-    """Returns --deviation_size as [h, w] or None (absl has checked the stage flags already)."""
-    atomic.check_output_dir(FLAGS.root_dir, "--root_dir")   # before any work: a bad folder fails at once
-    return _size_or_none(FLAGS.deviation_size)
 
 
 def main(argv):

@@ -57,9 +57,10 @@ from rl_scheduler import config, pair_tables  # noqa: E402
 from flownet2s.dff import load_dff  # noqa: E402
 from rl_scheduler.cache import load_video_caches  # noqa: E402
 from rl_scheduler.dvsnet_decision import build_decision_network, fold_standardisation  # noqa: E402
-import rl_scheduler.train as rl_scheduler_train  # noqa: E402
-from rl_scheduler.train import (  # noqa: E402
-    checked_stage_flags, define_stage_flags, read_json, register_size_validator, scalar_summary, write_json)
+from deeplab_face.training import scalar_summary  # noqa: E402
+from rl_scheduler import training_stage  # noqa: E402
+from rl_scheduler.training_stage import (checked_stage_flags, define_stage_flags, read_json,  # noqa: E402
+                                         register_size_validator, write_json)
 from rl_scheduler.replicas import mse_step  # noqa: E402
 
 # the data side lives in dvsnet_pairs; re-exported here, where tests and callers import them
@@ -330,7 +331,7 @@ def define_flags():
     """Flags of the command (defined on demand, so that other modules can import this one)."""
     define_stage_flags("Output directory of this stage.", "Training video ids.",
                        "Validation video ids (empty: 10% of the training pairs).")
-    flags.adopt_module_key_flags(rl_scheduler_train)  # listed by this command's --help
+    flags.adopt_module_key_flags(training_stage)  # listed by this command's --help
     flags.DEFINE_integer("max_gap", config.DVSNET_MAX_GAP,
                          "Largest current - key distance of a training pair (DVSNet: 13; the sweeps meet "
                          "distances up to the largest AKI, so small presets use more).", lower_bound=1)
