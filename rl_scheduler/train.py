@@ -54,8 +54,9 @@ D = config.DEFAULT_OPTIONS
 def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KAR_LIMIT, reward="eq1",
                  episodes=config.EPISODES, episode_length=config.EPISODE_LENGTH_300VW, trials=config.TRIALS,
                  episodes_per_update=config.EPISODES_PER_UPDATE, learning_rate=config.LEARNING_RATE,
-                 entropy_coef=config.ENTROPY_COEF, gamma=config.GAMMA, seed=0, checkpoint_every=10,
-                 validate_every=10, validation_episodes=8, activation="leaky_relu",
+                 entropy_coef=config.ENTROPY_COEF, gamma=config.GAMMA, seed=0, checkpoint_every=config.CHECKPOINT_EVERY,
+                 validate_every=config.VALIDATE_EVERY, validation_episodes=config.VALIDATION_EPISODES,
+                 activation="leaky_relu",
                  window=config.HISTORY_WINDOW, deviation_tap=D["deviation_tap"],
                  deviation_size=D["deviation_size"], kar_prefill=D["kar_prefill"], lkd_scale=D["lkd_scale"],
                  stop_check=D["stop_check"], reward_units=D["reward_units"], pseudo_acc=D["pseudo_acc"],
@@ -193,7 +194,7 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, flownet_dir, train_videos,
                kar_limit=config.DEFAULT_KAR_LIMIT, reward="eq1", episodes=config.EPISODES,
                episode_length=config.EPISODE_LENGTH_300VW, trials=config.TRIALS,
                episodes_per_update=config.EPISODES_PER_UPDATE, learning_rate=config.LEARNING_RATE,
-               entropy_coef=config.ENTROPY_COEF, gamma=config.GAMMA, seed=0, checkpoint_every=10,
+               entropy_coef=config.ENTROPY_COEF, gamma=config.GAMMA, seed=0, checkpoint_every=config.CHECKPOINT_EVERY,
                flow_resolution="full", cache_batch_size=8, pair_cache_capacity=2_048,
                max_frames_in_memory=config.MAX_FRAMES_IN_MEMORY, pair_table_dir=None, strategy="default",
                log=print, **options):
@@ -279,9 +280,9 @@ def define_flags():
                        lower_bound=0.0)
     flags.DEFINE_float("gamma", config.GAMMA, "Discount factor.", lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_integer("seed", 0, "Random seed.", lower_bound=0)
-    flags.DEFINE_integer("checkpoint_every", 10, "Updates between checkpoints.", lower_bound=1)
-    flags.DEFINE_integer("validate_every", 10, "Updates between validations (best policy kept).", lower_bound=1)
-    flags.DEFINE_integer("validation_episodes", 8, "Fixed deterministic validation episodes.", lower_bound=1)
+    flags.DEFINE_integer("checkpoint_every", config.CHECKPOINT_EVERY, "Updates between checkpoints.", lower_bound=1)
+    flags.DEFINE_integer("validate_every", config.VALIDATE_EVERY, "Updates between validations (best policy kept).", lower_bound=1)
+    flags.DEFINE_integer("validation_episodes", config.VALIDATION_EPISODES, "Fixed deterministic validation episodes.", lower_bound=1)
     flags.DEFINE_integer("window", config.HISTORY_WINDOW, "Decision-history length H.", lower_bound=1)
     flags.DEFINE_enum("activation", "leaky_relu", ["leaky_relu", "relu"], "Policy activation.")
     flags.DEFINE_enum("deviation_tap", D["deviation_tap"], ["conv6", "conv6_1"],

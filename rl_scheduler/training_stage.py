@@ -3,6 +3,7 @@ of their inputs, outputs and caches, the h,w size flags, and the stage folder's 
 from absl import flags
 
 from deeplab_face import atomic
+from rl_scheduler import config
 
 FLAGS = flags.FLAGS
 
