@@ -117,12 +117,9 @@ def train_decision_network(root_dir, train_data, val_data, epochs=config.DVSNET_
     build_args = dict(deviation_shape=list(x_train.shape[1:]),
                       deviation_size=list(deviation_size) if deviation_size else None)
     # The standardisations, folded into the saved weights at the end (fold_standardisation).
-    target_mean = float(np.mean(y_train)) if normalize_targets else 0.0
-    target_std = float(max(np.std(y_train), 1e-3)) if normalize_targets else 1.0
-    input_scale = None
-    if normalize_inputs:
-        rms = np.sqrt(np.mean(np.square(x_train.astype(np.float64)), axis=(0, 1, 2)))
-        input_scale = np.where(rms > 1e-6, rms, 1.0).astype(np.float32)   # dead channels stay as they are
+    target_mean, target_std = _target_standardisation(y_train, normalize_targets)
+    input_scale = _input_scale(x_train) if normalize_inputs else None
+    if input_scale is not None:
         x_train, x_val = x_train / input_scale, x_val / input_scale
     z_train = (y_train - target_mean) / target_std
     constant = float(np.mean(y_train))
@@ -200,10 +197,7 @@ def train_decision_network(root_dir, train_data, val_data, epochs=config.DVSNET_
         epoch.assign_add(1)
         if (current + 1) % checkpoint_every == 0 or current + 1 == epochs:
             if best_weights is not None:   # best.weights.h5 always matches the checkpoint's best_mae
-                model_weights = model.get_weights()
-                model.set_weights(best_weights)
-                atomic.save_weights(model, best_path)
-                model.set_weights(model_weights)
+                _save_weights_of(model, best_weights, best_path)
                 best_weights = None
             manager.save(checkpoint_number=current + 1)
         bar.update(current + 1, [("loss", stats["loss"]), ("val_mae", stats["val_mae"]),
@@ -217,16 +211,7 @@ def train_decision_network(root_dir, train_data, val_data, epochs=config.DVSNET_
                                  target_mean + target_std * b, target_std * a)
     predicted = np.asarray(final.predict_on_batch(np.asarray(val_data[0], np.float32)))[:, 0]
     metrics = regression_metrics(predicted, y_val, constant, val_gaps)
-    quantiles = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
-    result = dict(
-        best_val_mae=metrics["val_mae"], **metrics,
-        best_epoch=int(np.argmin([h["val_mae"] for h in history]) + 1) if history else None,
-        train_pairs=int(len(x_train)), val_pairs=int(len(x_val)),
-        target_mean=float(np.mean(y_train)), target_std=float(np.std(y_train)),
-        val_target_mean=float(np.mean(y_val)),
-        # where the predicted confidence lies: the DVSNet sweep's targets should span it
-        val_predicted_quantiles={f"{q:g}": float(np.quantile(predicted, q)) for q in quantiles},
-        seconds=time.time() - start)
+    result = _decision_result(metrics, history, x_train, x_val, y_train, y_val, predicted, time.time() - start)
     finish_stage(root_dir, final,
                  dict(build_args, deviation_tap=deviation_tap,
                       training=dict(extra_config or {}, epochs=epochs, batch_size=batch_size, strategy=strategy_name,
@@ -244,6 +229,41 @@ def train_decision_network(root_dir, train_data, val_data, epochs=config.DVSNET_
             f"Pearson {_fmt(metrics['val_pearson'])}, Spearman {_fmt(metrics['val_spearman'])}, "
             f"{len(x_train)} train / {len(x_val)} val pairs")
     return result
+
+
+def _target_standardisation(y_train, normalize_targets):
+    """(mean, std) of the regressed targets: z = (y - mean) / std; (0, 1) without normalize_targets."""
+    if not normalize_targets:
+        return 0.0, 1.0
+    return float(np.mean(y_train)), float(max(np.std(y_train), 1e-3))
+
+
+def _input_scale(x_train):
+    """conv6_1's per-channel RMS over the training pairs (normalize_inputs); dead channels keep 1."""
+    rms = np.sqrt(np.mean(np.square(x_train.astype(np.float64)), axis=(0, 1, 2)))
+    return np.where(rms > 1e-6, rms, 1.0).astype(np.float32)
+
+
+def _save_weights_of(model, weights, path):
+    """`weights` saved to `path` through `model`, whose own weights are put back afterwards."""
+    model_weights = model.get_weights()
+    model.set_weights(weights)
+    atomic.save_weights(model, path)
+    model.set_weights(model_weights)
+
+
+def _decision_result(metrics, history, x_train, x_val, y_train, y_val, predicted, seconds):
+    """train_decision_network's returned numbers: the folded network's validation metrics and the data's."""
+    quantiles = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
+    return dict(
+        best_val_mae=metrics["val_mae"], **metrics,
+        best_epoch=int(np.argmin([h["val_mae"] for h in history]) + 1) if history else None,
+        train_pairs=int(len(x_train)), val_pairs=int(len(x_val)),
+        target_mean=float(np.mean(y_train)), target_std=float(np.std(y_train)),
+        val_target_mean=float(np.mean(y_val)),
+        # where the predicted confidence lies: the DVSNet sweep's targets should span it
+        val_predicted_quantiles={f"{q:g}": float(np.quantile(predicted, q)) for q in quantiles},
+        seconds=seconds)
 
 
 def _fmt(value):
