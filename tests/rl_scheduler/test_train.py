@@ -8,7 +8,8 @@ import pytest
 from rl_scheduler import load_dvsnet, load_policy
 from rl_scheduler.schedulers import make_scheduler
 from rl_scheduler.policy_training import train_policy
-from rl_scheduler.train_dvsnet import sample_pairs, train_decision_network
+from rl_scheduler.dvsnet_training import train_decision_network
+from rl_scheduler.dvsnet_pairs import sample_pairs
 from tests.rl_scheduler.toy_env import ToyVideoCache
 from tests.tensorboard_events import tensorboard_tags
 
