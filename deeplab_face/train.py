@@ -135,6 +135,8 @@ def _import_init_checkpoint(model, init_checkpoint, reinit_logits, last_layers_c
     return report
 
 
+# Kept whole: one resumable training loop read top to bottom (setup, steps, validation, finished stage);
+# its shared parts are in deeplab_face.training.
 def train_eval(root_dir, prepared_dir, train_videos, val_videos=(), backbone=defaults.BACKBONE,
                crop_size=defaults.CROP_SIZE, output_stride=defaults.OUTPUT_STRIDE, batch_size=defaults.BATCH_SIZE,
                steps=defaults.STEPS, learning_rate=defaults.LEARNING_RATE, weight_decay=defaults.WEIGHT_DECAY,
@@ -278,6 +280,7 @@ def train_eval(root_dir, prepared_dir, train_videos, val_videos=(), backbone=def
 FLAGS = flags.FLAGS
 
 
+# Kept whole: one flag per statement, in --help's order.
 def define_flags():
     """Flags are defined only when run as a command, so that importing this module (as
     eval.reproduce does, next to other stage commands) cannot clash with their flag names."""
@@ -289,7 +292,8 @@ def define_flags():
     flags.DEFINE_list("val_videos", [], "Validation video ids (validation mIoU in TensorBoard).")
     flags.DEFINE_enum("backbone", defaults.BACKBONE, ["xception_65", "resnet_v1_50_beta",
                       "mobilenet_v2", "fcn8s_vgg16", "deeplab_v2_vgg16"], "Network N.")
-    flags.DEFINE_integer("output_stride", defaults.OUTPUT_STRIDE, "Backbone output stride (8 or 16; VGG models: fixed 8).")
+    flags.DEFINE_integer("output_stride", defaults.OUTPUT_STRIDE,
+                         "Backbone output stride (8 or 16; VGG models: fixed 8).")
     flags.register_validator("output_stride", lambda v: v in (8, 16), "--output_stride must be 8 or 16")
     flags.DEFINE_integer("crop_size", defaults.CROP_SIZE, "Training crop S = 16k + 1 (prepared data is resized if "
                          "its size differs).", lower_bound=17)
@@ -309,7 +313,8 @@ def define_flags():
     flags.DEFINE_integer("batch_size", defaults.BATCH_SIZE, "Frames per step: the global batch, split across the "
                          "replicas under --strategy.", lower_bound=1)
     flags.DEFINE_integer("steps", defaults.STEPS, "Training steps (the poly schedule reaches 0 here).", lower_bound=1)
-    flags.DEFINE_float("learning_rate", defaults.LEARNING_RATE, "Base learning rate of the poly schedule.", lower_bound=0.0)
+    flags.DEFINE_float("learning_rate", defaults.LEARNING_RATE,
+                       "Base learning rate of the poly schedule.", lower_bound=0.0)
     flags.DEFINE_float("learning_power", LEARNING_POWER, "Poly schedule power.", lower_bound=0.0)
     flags.DEFINE_float("momentum", MOMENTUM, "SGD momentum.", lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_float("weight_decay", defaults.WEIGHT_DECAY, "L2 weight decay on conv kernels (slim l2_regularizer).",
@@ -332,7 +337,8 @@ def define_flags():
                        lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_boolean("augment", True, "Random scale/flip augmentation of the training frames.")
     flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order and augmentation.", lower_bound=0)
-    flags.DEFINE_integer("checkpoint_every", defaults.CHECKPOINT_EVERY, "Save a resumable checkpoint every so many steps "
+    flags.DEFINE_integer("checkpoint_every", defaults.CHECKPOINT_EVERY,
+                         "Save a resumable checkpoint every so many steps "
                          "(0: only at the end).", lower_bound=0)
     flags.DEFINE_integer("eval_every", 0, "Validation mIoU every so many steps (0: only at the end).",
                          lower_bound=0)

@@ -208,6 +208,7 @@ def _check(width, input_size, steps, batch_size, learning_rate, checkpoint_every
         raise ConfigError(f"--normalization: {normalization!r} not in {sorted(NORMALIZATIONS)}")
 
 
+# Kept whole: one resumable training loop read top to bottom (pairs, steps, AEE before/after, finished stage).
 def pretrain(root_dir, width=FLOWNET2_S_WIDTH, input_size=defaults.PRETRAIN_INPUT_SIZE, steps=defaults.PRETRAIN_STEPS,
              batch_size=defaults.PRETRAIN_BATCH_SIZE, learning_rate=defaults.PRETRAIN_LEARNING_RATE, seed=0,
              checkpoint_every=defaults.PRETRAIN_CHECKPOINT_EVERY, val_pairs=defaults.PRETRAIN_VAL_PAIRS,
@@ -327,20 +328,26 @@ def define_flags():
                         "final.weights.h5, DONE. Re-running resumes from ckpt/.")
     flags.DEFINE_float("width", FLOWNET2_S_WIDTH, "FlowNetS width: 0.375 = FlowNet2-s, 1.0 = FlowNet2-S.",
                        lower_bound=0.01, upper_bound=4.0)
-    flags.DEFINE_integer("input_size", defaults.PRETRAIN_INPUT_SIZE, "Side of the generated pairs = flow-net input (multiple of 64).",
+    flags.DEFINE_integer("input_size", defaults.PRETRAIN_INPUT_SIZE,
+                         "Side of the generated pairs = flow-net input (multiple of 64).",
                          lower_bound=INPUT_MULTIPLE)
     flags.register_validator("input_size", lambda v: v % INPUT_MULTIPLE == 0,
                              f"--input_size must be a multiple of {INPUT_MULTIPLE}")
     flags.DEFINE_integer("steps", defaults.PRETRAIN_STEPS, "Training steps.", lower_bound=1)
-    flags.DEFINE_integer("batch_size", defaults.PRETRAIN_BATCH_SIZE, "Pairs per step: the global batch, split across the "
+    flags.DEFINE_integer("batch_size", defaults.PRETRAIN_BATCH_SIZE,
+                         "Pairs per step: the global batch, split across the "
                          "replicas under --strategy.", lower_bound=1)
-    flags.DEFINE_float("learning_rate", defaults.PRETRAIN_LEARNING_RATE, "Adam learning rate (constant; FlowNet 2.0: 1e-4).",
+    flags.DEFINE_float("learning_rate", defaults.PRETRAIN_LEARNING_RATE,
+                       "Adam learning rate (constant; FlowNet 2.0: 1e-4).",
                        lower_bound=1e-12)
     flags.DEFINE_integer("seed", 0, "Seed of initialisation and of the generated training pairs.", lower_bound=0)
-    flags.DEFINE_integer("checkpoint_every", defaults.PRETRAIN_CHECKPOINT_EVERY, "Save a resumable checkpoint every so many steps "
+    flags.DEFINE_integer("checkpoint_every", defaults.PRETRAIN_CHECKPOINT_EVERY,
+                         "Save a resumable checkpoint every so many steps "
                          "(0: only at the end).", lower_bound=0)
-    flags.DEFINE_integer("val_pairs", defaults.PRETRAIN_VAL_PAIRS, "Held-out generated pairs for the AEE before/after.", lower_bound=1)
-    flags.DEFINE_integer("face_pairs", defaults.PRETRAIN_FACE_PAIRS, "Held-out synthetic face pairs for a face AEE (0: none).",
+    flags.DEFINE_integer("val_pairs", defaults.PRETRAIN_VAL_PAIRS,
+                         "Held-out generated pairs for the AEE before/after.", lower_bound=1)
+    flags.DEFINE_integer("face_pairs", defaults.PRETRAIN_FACE_PAIRS,
+                         "Held-out synthetic face pairs for a face AEE (0: none).",
                          lower_bound=0)
     flags.DEFINE_integer("face_crop_size", 129, "Crop side S of the face pairs (as prepare_300vw).",
                          lower_bound=INPUT_MULTIPLE // 4)

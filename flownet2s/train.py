@@ -128,11 +128,13 @@ def init_from_stage(flow_net, stage_dir):
     return copy_flow_weights(pretrained, flow_net, what=f"--init_stage={stage_dir}")
 
 
+# Kept whole: one resumable training loop read top to bottom (setup, steps, propagated mIoU, finished stage).
 def train_eval(root_dir, prepared_dir, segmenter_dir, train_videos, val_videos=(),
                width=FLOWNET2_S_WIDTH, steps=defaults.TRAIN_STEPS, batch_size=defaults.TRAIN_BATCH_SIZE,
                learning_rate=defaults.TRAIN_LEARNING_RATE,
                min_gap=MIN_GAP, max_gap=MAX_GAP, flow_resolution="full", init_checkpoint=None,
-               seed=0, checkpoint_every=defaults.TRAIN_CHECKPOINT_EVERY, pseudo_labels=False, normalization=DEFAULT_NORMALIZATION,
+               seed=0, checkpoint_every=defaults.TRAIN_CHECKPOINT_EVERY, pseudo_labels=False,
+               normalization=DEFAULT_NORMALIZATION,
                scale_head="dff", border="zeros", val_pairs=defaults.TRAIN_VAL_PAIRS, verbose=1, init_stage=None,
                strategy="default"):
     """Fine-tunes F into `root_dir` (resuming from `root_dir/ckpt`); returns its final numbers.
@@ -259,9 +261,11 @@ def define_flags():
     flags.DEFINE_enum("scale_head", "dff", ["dff", "dvsnet"], "Scale-field head: 1x1 (DFF) or 3x3 "
                       "predict_scale (DVSNet).")
     flags.DEFINE_enum("border", "zeros", ["zeros", "clamp"], "Warp border: zeros (DFF) or clamp (DVSNet).")
-    flags.DEFINE_integer("val_pairs", defaults.TRAIN_VAL_PAIRS, "Validation pairs for the final propagated mIoU.", lower_bound=1)
+    flags.DEFINE_integer("val_pairs", defaults.TRAIN_VAL_PAIRS,
+                         "Validation pairs for the final propagated mIoU.", lower_bound=1)
     flags.DEFINE_integer("seed", 0, "Seed of initialisation and pair sampling.", lower_bound=0)
-    flags.DEFINE_integer("checkpoint_every", defaults.TRAIN_CHECKPOINT_EVERY, "Save a resumable checkpoint every so many steps "
+    flags.DEFINE_integer("checkpoint_every", defaults.TRAIN_CHECKPOINT_EVERY,
+                         "Save a resumable checkpoint every so many steps "
                          "(0: only at the end).", lower_bound=0)
     distribute.define_strategy_flag()
     flags.mark_flags_as_required(["workdir", "prepared_dir", "segmenter_dir"])

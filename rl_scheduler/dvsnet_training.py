@@ -29,6 +29,7 @@ def _leaky(x):
     return np.where(x < 0, config.LEAKY_ALPHA * x, x)
 
 
+# Kept whole: the epoch loop and its closures (to_percent, predict_z, fit_calibration) share the standardisation.
 def train_decision_network(root_dir, train_data, val_data, epochs=config.DVSNET_EPOCHS,
                            batch_size=config.DVSNET_BATCH_SIZE, learning_rate=config.DVSNET_LEARNING_RATE,
                            lr_decay=config.DVSNET_LR_DECAY, seed=0, deviation_size=None,

@@ -189,6 +189,7 @@ class KeyEnvironment:
         """Run `trials` trials of the episode (video, start) as one batch (`rollout_many`)."""
         return self.rollout_many(policy_fn, select_fn, [(video, start)], rng, trials, enforce_limit)[0]
 
+# Kept whole: one step loop over the batched trial arrays; lookups and episode assembly are helpers.
     def rollout_many(self, policy_fn, select_fn, starts, rng=None, trials=None, enforce_limit=True):
         """Run `trials` trials of each episode of `starts` [(video, start)], all as ONE batch: the
         policy sees E x M states per step in one call (episodes are cut to a common length).

@@ -27,6 +27,7 @@ from rl_scheduler.training_stage import read_json, write_json
 D = config.DEFAULT_OPTIONS
 
 
+# Kept whole: one resumable update loop; its setup and per-update parts are the helpers below.
 def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KAR_LIMIT, reward="eq1",
                  episodes=config.EPISODES, episode_length=config.EPISODE_LENGTH_300VW, trials=config.TRIALS,
                  episodes_per_update=config.EPISODES_PER_UPDATE, learning_rate=config.LEARNING_RATE,

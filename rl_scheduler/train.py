@@ -110,6 +110,7 @@ def write_probes(root_dir, train_caches, held_out_caches, tap, horizon, seed):
 FLAGS = flags.FLAGS
 
 
+# Kept whole: one flag per statement, in --help's order.
 def define_flags():
     """Flags of the command (defined on demand, so that other modules can import this one)."""
     define_stage_flags("Output directory (checkpoints, TensorBoard, weights).",
@@ -133,8 +134,10 @@ def define_flags():
     flags.DEFINE_float("gamma", config.GAMMA, "Discount factor.", lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_integer("seed", 0, "Random seed.", lower_bound=0)
     flags.DEFINE_integer("checkpoint_every", config.CHECKPOINT_EVERY, "Updates between checkpoints.", lower_bound=1)
-    flags.DEFINE_integer("validate_every", config.VALIDATE_EVERY, "Updates between validations (best policy kept).", lower_bound=1)
-    flags.DEFINE_integer("validation_episodes", config.VALIDATION_EPISODES, "Fixed deterministic validation episodes.", lower_bound=1)
+    flags.DEFINE_integer("validate_every", config.VALIDATE_EVERY,
+                         "Updates between validations (best policy kept).", lower_bound=1)
+    flags.DEFINE_integer("validation_episodes", config.VALIDATION_EPISODES,
+                         "Fixed deterministic validation episodes.", lower_bound=1)
     flags.DEFINE_integer("window", config.HISTORY_WINDOW, "Decision-history length H.", lower_bound=1)
     flags.DEFINE_enum("activation", "leaky_relu", ["leaky_relu", "relu"], "Policy activation.")
     flags.DEFINE_enum("deviation_tap", D["deviation_tap"], ["conv6", "conv6_1"],

@@ -63,11 +63,13 @@ from rl_scheduler.dvsnet_pairs import (  # noqa: E402,F401
     sample_pairs, spearman)
 
 
+# Kept whole: the stage's steps in order (caches, train/val pairs, training, the stage's config).
 def train_eval(root_dir, prepared_dir, segmenter_dir, flownet_dir, train_videos, val_videos,
                max_gap=config.DVSNET_MAX_GAP, epochs=config.DVSNET_EPOCHS,
                batch_size=config.DVSNET_BATCH_SIZE,
                learning_rate=config.DVSNET_LEARNING_RATE, seed=0, pairs_per_video=config.DVSNET_PAIRS_PER_VIDEO,
-               val_pairs_per_video=config.DVSNET_VAL_PAIRS_PER_VIDEO, deviation_size=None, flow_resolution="full", cache_batch_size=8,
+               val_pairs_per_video=config.DVSNET_VAL_PAIRS_PER_VIDEO, deviation_size=None, flow_resolution="full",
+               cache_batch_size=8,
                max_frames_in_memory=config.MAX_FRAMES_IN_MEMORY, verbose=1,
                gap_sampling=config.DVSNET_GAP_SAMPLING, val_max_gap=None, lr_decay=config.DVSNET_LR_DECAY,
                normalize_targets=config.DVSNET_NORMALIZE_TARGETS,
@@ -176,8 +178,10 @@ def define_flags():
     flags.DEFINE_string("pair_table_dir", None,
                         "Read the RL stages' <video>.npz pair tables from here when present (never written).")
     flags.DEFINE_integer("seed", 0, "Random seed.", lower_bound=0)
-    flags.DEFINE_integer("pairs_per_video", config.DVSNET_PAIRS_PER_VIDEO, "Training pairs drawn per video (0: all).", lower_bound=0)
-    flags.DEFINE_integer("val_pairs_per_video", config.DVSNET_VAL_PAIRS_PER_VIDEO, "Validation pairs drawn per video (0: all).", lower_bound=0)
+    flags.DEFINE_integer("pairs_per_video", config.DVSNET_PAIRS_PER_VIDEO,
+                         "Training pairs drawn per video (0: all).", lower_bound=0)
+    flags.DEFINE_integer("val_pairs_per_video", config.DVSNET_VAL_PAIRS_PER_VIDEO,
+                         "Validation pairs drawn per video (0: all).", lower_bound=0)
     flags.DEFINE_list("deviation_size", [],
                       "Resize conv6_1 to h,w first (DVSNet regions: 4,8; empty: native).")
     register_size_validator("deviation_size")
