@@ -237,7 +237,7 @@ def pipeline_rows(args, log):
     import numpy as np
     from keras import ops
 
-    from bench.pipeline import face_frames, timed_stream
+    from bench.streams import face_frames, timed_stream
     from eval import metrics
     from eval.curves import model_time_fps
     from eval.runtime import DynamicSegmenter

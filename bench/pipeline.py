@@ -42,6 +42,7 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
 from deeplab_face import cli  # noqa: E402
+from bench.streams import face_frames, timed_stream  # noqa: E402
 from deeplab_face.errors import ConfigError  # noqa: E402
 
 NUM_CLASSES = 5
@@ -62,25 +63,6 @@ def build_dff(size, backbone, width, flow_resolution, warp_jit, seed):
     flow_net = build_flownet(width=width, feature_channels=int(segmenter.feature_net.output_shape[-1]),
                              input_size=flow_input_size(size, flow_resolution))
     return DeepFeatureFlow(segmenter, flow_net, flow_resolution=flow_resolution, warp_jit=warp_jit)
-
-
-def face_frames(count, size, seed):
-    """Synthetic moving-face frames (deeplab_face.data.synthetic), uint8 (count, S, S, 3)."""
-    from deeplab_face.data.synthetic import SyntheticFace
-
-    face = SyntheticFace(count, size, seed)
-    return np.stack([face.render(t)[0] for t in range(count)])
-
-
-def timed_stream(dff, interval, frames):
-    """(FrameResults, wall seconds) of a fixed-interval run over `frames`."""
-    from eval.runtime import DynamicSegmenter
-    from rl_scheduler.schedulers import make_scheduler
-
-    runtime = DynamicSegmenter(dff, make_scheduler("fixed", threshold=interval))
-    start = time.perf_counter()
-    results = list(runtime.stream(frames))
-    return results, time.perf_counter() - start
 
 
 def run(size=513, backbone="resnet_v1_50_beta", akis=(10, 30, 100), width=0.375, flow_resolution="full",

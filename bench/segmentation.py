@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from deeplab_face import build_segmenter  # noqa: E402
-from deeplab_face.evaluate import make_predictor, model_fps, parse_scale_sets  # noqa: E402
+from deeplab_face.prediction import make_predictor, model_fps, parse_scale_sets  # noqa: E402
 from deeplab_face.models.backbones import BACKBONE_NAMES, BACKBONES  # noqa: E402
 
 FLAGS = flags.FLAGS

@@ -41,12 +41,12 @@ from deeplab_face import atomic, cli, distribute  # noqa: E402
 from deeplab_face.stage import clear_done, finish_stage  # noqa: E402
 from deeplab_face.data.masks import NUM_CLASSES  # noqa: E402
 from deeplab_face.errors import ConfigError  # noqa: E402
-from deeplab_face.evaluate import dataset_miou, make_predictor, read_manifest  # noqa: E402
+from deeplab_face.prediction import dataset_miou, make_predictor, read_manifest  # noqa: E402
+from deeplab_face import defaults  # noqa: E402
+from deeplab_face.defaults import LEARNING_POWER, MOMENTUM  # noqa: E402
 from deeplab_face.training import (pixel_cross_entropy, replica_regularization, replica_share,  # noqa: E402
                                    resolve_videos, scalar_summary, valid_pixels)
 
-LEARNING_POWER = 0.9  # DeepLab poly schedule
-MOMENTUM = 0.9
 BN_FINE_TUNE_MIN_BATCH = 12  # DeepLab: fine-tuning batch norm needs a batch >= 12
 SCRATCH_BN_MOMENTUM = 0.99  # batch-norm decay for from-scratch runs (module docstring)
 
@@ -135,10 +135,13 @@ def _import_init_checkpoint(model, init_checkpoint, reinit_logits, last_layers_c
     return report
 
 
-def train_eval(root_dir, prepared_dir, train_videos, val_videos=(), backbone="resnet_v1_50_beta",
-               crop_size=513, output_stride=16, batch_size=8, steps=30000, learning_rate=7e-3,
-               weight_decay=4e-5, init_checkpoint=None, reinit_logits=True, seed=0,
-               checkpoint_every=500, learning_power=LEARNING_POWER, momentum=MOMENTUM,
+# Kept whole: one resumable training loop read top to bottom (setup, steps, validation, finished stage);
+# its shared parts are in deeplab_face.training.
+def train_eval(root_dir, prepared_dir, train_videos, val_videos=(), backbone=defaults.BACKBONE,
+               crop_size=defaults.CROP_SIZE, output_stride=defaults.OUTPUT_STRIDE, batch_size=defaults.BATCH_SIZE,
+               steps=defaults.STEPS, learning_rate=defaults.LEARNING_RATE, weight_decay=defaults.WEIGHT_DECAY,
+               init_checkpoint=None, reinit_logits=True, seed=0,
+               checkpoint_every=defaults.CHECKPOINT_EVERY, learning_power=LEARNING_POWER, momentum=MOMENTUM,
                eval_every=0, num_classes=NUM_CLASSES, split="decoder", fine_tune_batch_norm=None,
                augment=True, val_max_frames=None, verbose=1, bn_momentum=None, head=None,
                last_layers_contain_logits_only=True, strategy="default"):
@@ -277,6 +280,7 @@ def train_eval(root_dir, prepared_dir, train_videos, val_videos=(), backbone="re
 FLAGS = flags.FLAGS
 
 
+# Kept whole: one flag per statement, in --help's order.
 def define_flags():
     """Flags are defined only when run as a command, so that importing this module (as
     eval.reproduce does, next to other stage commands) cannot clash with their flag names."""
@@ -286,11 +290,12 @@ def define_flags():
     flags.DEFINE_list("train_videos", [], "Training video ids (default: all in the manifest minus "
                       "--val_videos).")
     flags.DEFINE_list("val_videos", [], "Validation video ids (validation mIoU in TensorBoard).")
-    flags.DEFINE_enum("backbone", "resnet_v1_50_beta", ["xception_65", "resnet_v1_50_beta",
+    flags.DEFINE_enum("backbone", defaults.BACKBONE, ["xception_65", "resnet_v1_50_beta",
                       "mobilenet_v2", "fcn8s_vgg16", "deeplab_v2_vgg16"], "Network N.")
-    flags.DEFINE_integer("output_stride", 16, "Backbone output stride (8 or 16; VGG models: fixed 8).")
+    flags.DEFINE_integer("output_stride", defaults.OUTPUT_STRIDE,
+                         "Backbone output stride (8 or 16; VGG models: fixed 8).")
     flags.register_validator("output_stride", lambda v: v in (8, 16), "--output_stride must be 8 or 16")
-    flags.DEFINE_integer("crop_size", 513, "Training crop S = 16k + 1 (prepared data is resized if "
+    flags.DEFINE_integer("crop_size", defaults.CROP_SIZE, "Training crop S = 16k + 1 (prepared data is resized if "
                          "its size differs).", lower_bound=17)
     flags.DEFINE_string("split", "decoder", "feature_net/task_net split point: decoder or logits.")
     # DeepLab-V3+ head, TF DeepLab common.py's names (README "Model-zoo checkpoints" lists the
@@ -305,13 +310,14 @@ def define_flags():
                          "ASPP module, one summed logits conv per atrous rate).")
     flags.DEFINE_boolean("aspp_with_separable_conv", True, "Separable atrous ASPP branches.")
     flags.DEFINE_boolean("decoder_use_separable_conv", True, "Separable decoder convolutions.")
-    flags.DEFINE_integer("batch_size", 8, "Frames per step: the global batch, split across the "
+    flags.DEFINE_integer("batch_size", defaults.BATCH_SIZE, "Frames per step: the global batch, split across the "
                          "replicas under --strategy.", lower_bound=1)
-    flags.DEFINE_integer("steps", 30000, "Training steps (the poly schedule reaches 0 here).", lower_bound=1)
-    flags.DEFINE_float("learning_rate", 7e-3, "Base learning rate of the poly schedule.", lower_bound=0.0)
+    flags.DEFINE_integer("steps", defaults.STEPS, "Training steps (the poly schedule reaches 0 here).", lower_bound=1)
+    flags.DEFINE_float("learning_rate", defaults.LEARNING_RATE,
+                       "Base learning rate of the poly schedule.", lower_bound=0.0)
     flags.DEFINE_float("learning_power", LEARNING_POWER, "Poly schedule power.", lower_bound=0.0)
     flags.DEFINE_float("momentum", MOMENTUM, "SGD momentum.", lower_bound=0.0, upper_bound=1.0)
-    flags.DEFINE_float("weight_decay", 4e-5, "L2 weight decay on conv kernels (slim l2_regularizer).",
+    flags.DEFINE_float("weight_decay", defaults.WEIGHT_DECAY, "L2 weight decay on conv kernels (slim l2_regularizer).",
                        lower_bound=0.0)
     flags.DEFINE_string("init_checkpoint", None, "TF1 checkpoint (model zoo / slim ImageNet) to start from.")
     # TF DeepLab's names; the defaults keep this command's fine-tuning default (TF's are
@@ -331,7 +337,8 @@ def define_flags():
                        lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_boolean("augment", True, "Random scale/flip augmentation of the training frames.")
     flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order and augmentation.", lower_bound=0)
-    flags.DEFINE_integer("checkpoint_every", 500, "Save a resumable checkpoint every so many steps "
+    flags.DEFINE_integer("checkpoint_every", defaults.CHECKPOINT_EVERY,
+                         "Save a resumable checkpoint every so many steps "
                          "(0: only at the end).", lower_bound=0)
     flags.DEFINE_integer("eval_every", 0, "Validation mIoU every so many steps (0: only at the end).",
                          lower_bound=0)

@@ -34,7 +34,7 @@ import os
 import cv2
 import numpy as np
 
-from deeplab_face.annotate_video import import_dlib
+from deeplab_face.landmarks import import_dlib
 from deeplab_face.data.crop import CROP_MARGIN
 from deeplab_face.errors import ConfigError, DataError
 

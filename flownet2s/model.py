@@ -169,6 +169,7 @@ def input_hw(input_size):
     return int(input_size), int(input_size)
 
 
+# Kept whole: the FlowNetS layer list, in the network's order.
 def build_flownet(width=FLOWNET2_S_WIDTH, feature_channels=256, input_size=512, scale_head="dff",
                   normalization=DEFAULT_NORMALIZATION, multiscale=False):
     """FlowNet2-s (width 0.375) / FlowNet2-S (1.0) with a scale-field head (§3.1, DFF).

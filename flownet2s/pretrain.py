@@ -48,6 +48,7 @@ from deeplab_face.errors import CheckpointError, ConfigError  # noqa: E402
 from deeplab_face.stage import clear_done, finish_stage  # noqa: E402
 from deeplab_face.training import replica_share, scalar_summary  # noqa: E402
 from deeplab_face.models.layers import resize_align_corners  # noqa: E402
+from flownet2s import defaults  # noqa: E402
 from flownet2s.dff import RESIZE  # noqa: E402
 from flownet2s.model import (DEFAULT_NORMALIZATION, FLOW_SCALE, FLOWNET2_S_WIDTH, INPUT_MULTIPLE,  # noqa: E402
                              MULTISCALE_LEVELS, NORMALIZATIONS, build_flownet, scale_head_layer_names)
@@ -207,8 +208,11 @@ def _check(width, input_size, steps, batch_size, learning_rate, checkpoint_every
         raise ConfigError(f"--normalization: {normalization!r} not in {sorted(NORMALIZATIONS)}")
 
 
-def pretrain(root_dir, width=FLOWNET2_S_WIDTH, input_size=128, steps=300, batch_size=8,
-             learning_rate=1e-4, seed=0, checkpoint_every=100, val_pairs=64, face_pairs=16,
+# Kept whole: one resumable training loop read top to bottom (pairs, steps, AEE before/after, finished stage).
+def pretrain(root_dir, width=FLOWNET2_S_WIDTH, input_size=defaults.PRETRAIN_INPUT_SIZE, steps=defaults.PRETRAIN_STEPS,
+             batch_size=defaults.PRETRAIN_BATCH_SIZE, learning_rate=defaults.PRETRAIN_LEARNING_RATE, seed=0,
+             checkpoint_every=defaults.PRETRAIN_CHECKPOINT_EVERY, val_pairs=defaults.PRETRAIN_VAL_PAIRS,
+             face_pairs=defaults.PRETRAIN_FACE_PAIRS,
              face_crop_size=129, face_frame_size=256, normalization=DEFAULT_NORMALIZATION,
              max_motion=MAX_MOTION, log=print, verbose=1, strategy="default"):
     """Pretrains F into `root_dir` (resuming from `root_dir/ckpt`); returns its numbers:
@@ -324,20 +328,26 @@ def define_flags():
                         "final.weights.h5, DONE. Re-running resumes from ckpt/.")
     flags.DEFINE_float("width", FLOWNET2_S_WIDTH, "FlowNetS width: 0.375 = FlowNet2-s, 1.0 = FlowNet2-S.",
                        lower_bound=0.01, upper_bound=4.0)
-    flags.DEFINE_integer("input_size", 128, "Side of the generated pairs = flow-net input (multiple of 64).",
+    flags.DEFINE_integer("input_size", defaults.PRETRAIN_INPUT_SIZE,
+                         "Side of the generated pairs = flow-net input (multiple of 64).",
                          lower_bound=INPUT_MULTIPLE)
     flags.register_validator("input_size", lambda v: v % INPUT_MULTIPLE == 0,
                              f"--input_size must be a multiple of {INPUT_MULTIPLE}")
-    flags.DEFINE_integer("steps", 300, "Training steps.", lower_bound=1)
-    flags.DEFINE_integer("batch_size", 8, "Pairs per step: the global batch, split across the "
+    flags.DEFINE_integer("steps", defaults.PRETRAIN_STEPS, "Training steps.", lower_bound=1)
+    flags.DEFINE_integer("batch_size", defaults.PRETRAIN_BATCH_SIZE,
+                         "Pairs per step: the global batch, split across the "
                          "replicas under --strategy.", lower_bound=1)
-    flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate (constant; FlowNet 2.0: 1e-4).",
+    flags.DEFINE_float("learning_rate", defaults.PRETRAIN_LEARNING_RATE,
+                       "Adam learning rate (constant; FlowNet 2.0: 1e-4).",
                        lower_bound=1e-12)
     flags.DEFINE_integer("seed", 0, "Seed of initialisation and of the generated training pairs.", lower_bound=0)
-    flags.DEFINE_integer("checkpoint_every", 100, "Save a resumable checkpoint every so many steps "
+    flags.DEFINE_integer("checkpoint_every", defaults.PRETRAIN_CHECKPOINT_EVERY,
+                         "Save a resumable checkpoint every so many steps "
                          "(0: only at the end).", lower_bound=0)
-    flags.DEFINE_integer("val_pairs", 64, "Held-out generated pairs for the AEE before/after.", lower_bound=1)
-    flags.DEFINE_integer("face_pairs", 16, "Held-out synthetic face pairs for a face AEE (0: none).",
+    flags.DEFINE_integer("val_pairs", defaults.PRETRAIN_VAL_PAIRS,
+                         "Held-out generated pairs for the AEE before/after.", lower_bound=1)
+    flags.DEFINE_integer("face_pairs", defaults.PRETRAIN_FACE_PAIRS,
+                         "Held-out synthetic face pairs for a face AEE (0: none).",
                          lower_bound=0)
     flags.DEFINE_integer("face_crop_size", 129, "Crop side S of the face pairs (as prepare_300vw).",
                          lower_bound=INPUT_MULTIPLE // 4)

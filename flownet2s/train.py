@@ -34,6 +34,7 @@ from deeplab_face.errors import ConfigError  # noqa: E402
 from deeplab_face.segmentation_metrics import confusion_matrix, mean_iou  # noqa: E402
 from deeplab_face.training import (pixel_cross_entropy, replica_share, resolve_videos,  # noqa: E402
                                    scalar_summary, valid_pixels)
+from flownet2s import defaults  # noqa: E402
 from flownet2s.dff import MAX_GAP, MIN_GAP, DeepFeatureFlow, flow_input_size  # noqa: E402
 from flownet2s.model import (DEFAULT_NORMALIZATION, FLOWNET2_S_WIDTH, NORMALIZATIONS, build_flownet,  # noqa: E402
                              copy_flow_weights, load_flownet)
@@ -127,11 +128,14 @@ def init_from_stage(flow_net, stage_dir):
     return copy_flow_weights(pretrained, flow_net, what=f"--init_stage={stage_dir}")
 
 
+# Kept whole: one resumable training loop read top to bottom (setup, steps, propagated mIoU, finished stage).
 def train_eval(root_dir, prepared_dir, segmenter_dir, train_videos, val_videos=(),
-               width=FLOWNET2_S_WIDTH, steps=20000, batch_size=4, learning_rate=1e-4,
+               width=FLOWNET2_S_WIDTH, steps=defaults.TRAIN_STEPS, batch_size=defaults.TRAIN_BATCH_SIZE,
+               learning_rate=defaults.TRAIN_LEARNING_RATE,
                min_gap=MIN_GAP, max_gap=MAX_GAP, flow_resolution="full", init_checkpoint=None,
-               seed=0, checkpoint_every=500, pseudo_labels=False, normalization=DEFAULT_NORMALIZATION,
-               scale_head="dff", border="zeros", val_pairs=64, verbose=1, init_stage=None,
+               seed=0, checkpoint_every=defaults.TRAIN_CHECKPOINT_EVERY, pseudo_labels=False,
+               normalization=DEFAULT_NORMALIZATION,
+               scale_head="dff", border="zeros", val_pairs=defaults.TRAIN_VAL_PAIRS, verbose=1, init_stage=None,
                strategy="default"):
     """Fine-tunes F into `root_dir` (resuming from `root_dir/ckpt`); returns its final numbers.
 
@@ -236,10 +240,10 @@ def define_flags():
     flags.DEFINE_list("val_videos", [], "Validation video ids (propagated mIoU at the end).")
     flags.DEFINE_float("width", FLOWNET2_S_WIDTH, "FlowNetS width: 0.375 = FlowNet2-s, 1.0 = FlowNet2-S.",
                        lower_bound=0.01, upper_bound=4.0)
-    flags.DEFINE_integer("steps", 20000, "Training steps.", lower_bound=1)
-    flags.DEFINE_integer("batch_size", 4, "Pairs per step: the global batch, split across the "
+    flags.DEFINE_integer("steps", defaults.TRAIN_STEPS, "Training steps.", lower_bound=1)
+    flags.DEFINE_integer("batch_size", defaults.TRAIN_BATCH_SIZE, "Pairs per step: the global batch, split across the "
                          "replicas under --strategy.", lower_bound=1)
-    flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate (constant).", lower_bound=0.0)
+    flags.DEFINE_float("learning_rate", defaults.TRAIN_LEARNING_RATE, "Adam learning rate (constant).", lower_bound=0.0)
     flags.DEFINE_integer("min_gap", MIN_GAP, "Smallest key-current distance in frames.", lower_bound=1)
     flags.DEFINE_integer("max_gap", MAX_GAP, "Largest key-current distance in frames (§4.2: 30).",
                          lower_bound=1)
@@ -257,9 +261,11 @@ def define_flags():
     flags.DEFINE_enum("scale_head", "dff", ["dff", "dvsnet"], "Scale-field head: 1x1 (DFF) or 3x3 "
                       "predict_scale (DVSNet).")
     flags.DEFINE_enum("border", "zeros", ["zeros", "clamp"], "Warp border: zeros (DFF) or clamp (DVSNet).")
-    flags.DEFINE_integer("val_pairs", 64, "Validation pairs for the final propagated mIoU.", lower_bound=1)
+    flags.DEFINE_integer("val_pairs", defaults.TRAIN_VAL_PAIRS,
+                         "Validation pairs for the final propagated mIoU.", lower_bound=1)
     flags.DEFINE_integer("seed", 0, "Seed of initialisation and pair sampling.", lower_bound=0)
-    flags.DEFINE_integer("checkpoint_every", 500, "Save a resumable checkpoint every so many steps "
+    flags.DEFINE_integer("checkpoint_every", defaults.TRAIN_CHECKPOINT_EVERY,
+                         "Save a resumable checkpoint every so many steps "
                          "(0: only at the end).", lower_bound=0)
     distribute.define_strategy_flag()
     flags.mark_flags_as_required(["workdir", "prepared_dir", "segmenter_dir"])

@@ -73,11 +73,19 @@ DVSNET_GAP_SAMPLING = "log_uniform"
 # val MAE 1.74 -> 1.13, held-out 2.71 -> 1.93; with it, 8 epochs already give held-out 1.99-2.04.
 DVSNET_CALIBRATE_OUTPUT = True
 DVSNET_CHECKPOINT_EVERY = 10       # epochs between resumable checkpoints (~0.9 s each at S=129)
+DVSNET_PAIRS_PER_VIDEO = 1000      # (key, current) pairs drawn per training video
+DVSNET_VAL_PAIRS_PER_VIDEO = 500   # and per validation video
 # --- end of the DVSNet training fixes.
 
 # Largest key-to-frame gap whose pairs the RL training precomputes per video (and the span credit's
 # horizon); pairs farther away are computed on demand. Not from the paper.
 CREDIT_HORIZON = 60
+
+# The RL training loop's bookkeeping (not from the paper), in REINFORCE updates: a resumable checkpoint
+# and a validation (the best validated policy is kept) every so many, on this many fixed episodes.
+CHECKPOINT_EVERY = 10
+VALIDATE_EVERY = 10
+VALIDATION_EPISODES = 8
 
 # Thresholds tau traced by every validation (one batched rollout): the policy is validated at the tau
 # with the most keys within 1.1 x eta, and the best policy's tau is its operating threshold.

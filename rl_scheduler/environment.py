@@ -59,6 +59,27 @@ class Episode:
         return self.active[-1] if len(self.active) else np.ones(self.key_frames.shape[1], bool)
 
 
+@dataclasses.dataclass
+class _Record:
+    """A batched rollout's per-step arrays, (steps, trials of every episode) each."""
+    key_frames: np.ndarray
+    expert: np.ndarray
+    key_prob: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    active: np.ndarray
+    quality: np.ndarray
+    forced: np.ndarray
+
+    @classmethod
+    def empty(cls, steps, count, expert_size):
+        shape = (steps, count)
+        return cls(key_frames=np.zeros(shape, np.int64), expert=np.zeros(shape + (expert_size,), np.float32),
+                   key_prob=np.zeros(shape, np.float32), actions=np.zeros(shape, bool),
+                   rewards=np.zeros(shape, np.float64), active=np.zeros(shape, bool),
+                   quality=np.full(shape, np.nan), forced=np.zeros(shape, bool))
+
+
 def sampled_actions(eps_clip=config.EPSILON):
     """Training action rule (§7): sample with P(key) clipped to [1 - eps, eps] (epsilon-greedy)."""
 
@@ -168,6 +189,7 @@ class KeyEnvironment:
         """Run `trials` trials of the episode (video, start) as one batch (`rollout_many`)."""
         return self.rollout_many(policy_fn, select_fn, [(video, start)], rng, trials, enforce_limit)[0]
 
+# Kept whole: one step loop over the batched trial arrays; lookups and episode assembly are helpers.
     def rollout_many(self, policy_fn, select_fn, starts, rng=None, trials=None, enforce_limit=True):
         """Run `trials` trials of each episode of `starts` [(video, start)], all as ONE batch: the
         policy sees E x M states per step in one call (episodes are cut to a common length).
@@ -187,13 +209,7 @@ class KeyEnvironment:
         history = BatchedHistory(count, **self.history_options)
         history.force_key()                                # frame `start` is a forced key
         last_key, running = first.copy(), np.ones(count, bool)
-        shape = (steps, count)
-        key_frames, key_prob = np.zeros(shape, np.int64), np.zeros(shape, np.float32)
-        expert_seen = np.zeros(shape + (self.expert_size,), np.float32)
-        actions_taken = np.zeros(shape, bool)
-        step_rewards, active = np.zeros(shape, np.float64), np.zeros(shape, bool)
-        quality = np.full(shape, np.nan)
-        forced_keys = np.zeros(shape, bool)
+        record = _Record.empty(steps, count, self.expert_size)
         limit = self.kar_limit if enforce_limit else np.inf
         caches = [self.caches[v] for v, _ in starts]
         for cache, (_, s) in zip(caches, starts):
@@ -206,22 +222,11 @@ class KeyEnvironment:
             if not running.any():
                 break
             frame = first + 1 + t
-            pair_of = [None] * count
-            for e, cache in enumerate(caches):
-                rows = np.nonzero(running & (owner == e))[0]
-                if not len(rows):
-                    continue
-                i = int(frame[rows[0]])
-                held_keys, holders = np.unique(last_key[rows], return_counts=True)
-                cache.prefetch_pairs(self._step_pairs(cache, held_keys, holders, i, starts[e][1] + length))
-                # one lookup per distinct key frame; trials holding the same key share its entry
-                entries = {int(k): cache.pair(int(k), i) for k in held_keys}
-                for r in rows:
-                    pair_of[r] = entries[int(last_key[r])]
-                if deviation is None:
-                    tap = getattr(next(iter(entries.values())), self.deviation_tap)
-                    deviation = np.zeros((count,) + tap.shape[1:], np.float32)
+            pair_of = self._held_pairs(caches, starts, owner, running, frame, last_key, length)
             rows = np.nonzero(running)[0]
+            if deviation is None:
+                tap = getattr(pair_of[rows[0]], self.deviation_tap)
+                deviation = np.zeros((count,) + tap.shape[1:], np.float32)
             deviation[~running] = 0.0                        # stopped trials: zeros, ignored
             deviation[rows] = np.concatenate([getattr(pair_of[r], self.deviation_tap) for r in rows])
             expert = history.expert()
@@ -234,37 +239,56 @@ class KeyEnvironment:
             prob = np.asarray(policy_fn(deviation, expert), np.float32).reshape(count)
             actions = np.asarray(select_fn(prob, rng), bool) & running
             if self.max_gap:
-                forced_keys[t] = running & (frame - last_key >= self.max_gap)
-                actions |= forced_keys[t]
+                record.forced[t] = running & (frame - last_key >= self.max_gap)
+                actions |= record.forced[t]
             key_entries = [caches[owner[r]].key(int(frame[r])) for r in rows]
-            step_rewards[t, rows] = rewards.pair_rewards(
+            record.rewards[t, rows] = rewards.pair_rewards(
                 self.reward, actions[rows], key_entries, [pair_of[r] for r in rows],
                 self.reward_units, self.pseudo_acc)
-            quality[t, rows] = [key.miou if actions[r] else pair_of[r].miou for key, r in zip(key_entries, rows)]
-            key_frames[t], expert_seen[t], key_prob[t] = last_key, expert, prob
-            actions_taken[t], active[t] = actions, running
+            record.quality[t, rows] = [key.miou if actions[r] else pair_of[r].miou
+                                       for key, r in zip(key_entries, rows)]
+            record.key_frames[t], record.expert[t], record.key_prob[t] = last_key, expert, prob
+            record.actions[t], record.active[t] = actions, running
             history.push(actions, running)
             last_key = np.where(actions, frame, last_key)
             if self.stop_check == "after":
                 crossed = running & history.exceeds(limit)
-                step_rewards[t, crossed] = 0.0               # the crossing key ends the trial, unrewarded
+                record.rewards[t, crossed] = 0.0               # the crossing key ends the trial, unrewarded
                 running &= ~crossed
-        episodes = []
-        for e, (video, start) in enumerate(starts):
-            cols = slice(e * trials, (e + 1) * trials)
-            episode = Episode(video, start, np.arange(start + 1, start + length), key_frames[:, cols].copy(),
-                              expert_seen[:, cols].copy(), key_prob[:, cols].copy(),
-                              actions_taken[:, cols].copy(), step_rewards[:, cols].copy(),
-                              active[:, cols].copy(), quality[:, cols].copy())
-            episode.forced = forced_keys[:, cols].copy()
-            if self.reward_credit == "span":
-                episode.rewards = span_rewards(self._frame_loss(caches[e]), episode, start + length,
-                                               self.credit_horizon)
-            episode.gross_rewards = episode.rewards
-            if self.key_price:
-                episode.rewards = episode.rewards - self.key_price * (episode.actions & episode.active)
-            episodes.append(episode)
-        return episodes
+        return [self._episode(record, e, trials, video, start, length, caches[e])
+                for e, (video, start) in enumerate(starts)]
+
+    def _held_pairs(self, caches, starts, owner, running, frame, last_key, length):
+        """Row -> the cached (last key, current frame) pair entry of each running trial (None when
+        stopped); one lookup per distinct key frame of an episode, shared by the trials holding it."""
+        pair_of = [None] * len(owner)
+        for e, cache in enumerate(caches):
+            rows = np.nonzero(running & (owner == e))[0]
+            if not len(rows):
+                continue
+            i = int(frame[rows[0]])
+            held_keys, holders = np.unique(last_key[rows], return_counts=True)
+            cache.prefetch_pairs(self._step_pairs(cache, held_keys, holders, i, starts[e][1] + length))
+            entries = {int(k): cache.pair(int(k), i) for k in held_keys}
+            for r in rows:
+                pair_of[r] = entries[int(last_key[r])]
+        return pair_of
+
+    def _episode(self, record, e, trials, video, start, length, cache):
+        """Episode `e` of a batched rollout: its trials' columns of `record`, then the span credit
+        and the key price on its rewards."""
+        cols = slice(e * trials, (e + 1) * trials)
+        episode = Episode(video, start, np.arange(start + 1, start + length), record.key_frames[:, cols].copy(),
+                          record.expert[:, cols].copy(), record.key_prob[:, cols].copy(),
+                          record.actions[:, cols].copy(), record.rewards[:, cols].copy(),
+                          record.active[:, cols].copy(), record.quality[:, cols].copy())
+        episode.forced = record.forced[:, cols].copy()
+        if self.reward_credit == "span":
+            episode.rewards = span_rewards(self._frame_loss(cache), episode, start + length, self.credit_horizon)
+        episode.gross_rewards = episode.rewards
+        if self.key_price:
+            episode.rewards = episode.rewards - self.key_price * (episode.actions & episode.active)
+        return episode
 
     def _frame_loss(self, cache):
         """q(k, j): what propagating frame j from key k loses against keying j (0 when k == j).

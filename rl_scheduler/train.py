@@ -17,180 +17,36 @@ update, rewritten after each, for Fig. 3), `best.weights.h5`, and finally `confi
 `--strategy` (deeplab_face.distribute): the policy, its optimizer and the checkpoint are built under
 the strategy's scope and each update's episodes are split over its replicas (rl_scheduler.reinforce);
 only the chief writes the stage folder. Pair tables: rl_scheduler.pair_tables (filled beforehand in
-parallel by its command, or here when missing).
+parallel by its command, or here when missing). The loop itself is the library
+`rl_scheduler.policy_training.train_policy`; this command is its stage function and flags.
 """
 import json
-import math
 import os
-import shutil
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
-from deeplab_face import atomic, cli  # noqa: E402
-from deeplab_face.distribute import (define_strategy_flag, is_chief, strategy_name, strategy_of,  # noqa: E402
-                                     write_dir)
+from deeplab_face import cli  # noqa: E402
+from deeplab_face.distribute import define_strategy_flag, is_chief, strategy_of  # noqa: E402
 from deeplab_face.errors import ConfigError  # noqa: E402
-from deeplab_face.stage import checkpoint_manager, finish_stage, restore_latest  # noqa: E402
-from deeplab_face.training import scalar_summary  # noqa: E402
 from rl_scheduler import config, pair_tables  # noqa: E402
 from flownet2s.dff import load_dff  # noqa: E402
 from rl_scheduler.cache import load_video_caches  # noqa: E402
-from rl_scheduler.environment import KeyEnvironment  # noqa: E402
-from rl_scheduler.policy import budget_key_bias, build_policy, fit_deviation_norm  # noqa: E402
-from rl_scheduler.reinforce import Reinforce, fixed_interval_quality  # noqa: E402
+from rl_scheduler.policy_training import train_policy  # noqa: E402
+from rl_scheduler import training_stage  # noqa: E402
+from rl_scheduler.training_stage import (checked_stage_flags, define_stage_flags, read_json,  # noqa: E402
+                                         register_size_validator, write_json)
 
 D = config.DEFAULT_OPTIONS
-
-
-def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KAR_LIMIT, reward="eq1",
-                 episodes=config.EPISODES, episode_length=config.EPISODE_LENGTH_300VW, trials=config.TRIALS,
-                 episodes_per_update=config.EPISODES_PER_UPDATE, learning_rate=config.LEARNING_RATE,
-                 entropy_coef=config.ENTROPY_COEF, gamma=config.GAMMA, seed=0, checkpoint_every=10,
-                 validate_every=10, validation_episodes=8, activation="leaky_relu",
-                 window=config.HISTORY_WINDOW, deviation_tap=D["deviation_tap"],
-                 deviation_size=D["deviation_size"], kar_prefill=D["kar_prefill"], lkd_scale=D["lkd_scale"],
-                 stop_check=D["stop_check"], reward_units=D["reward_units"], pseudo_acc=D["pseudo_acc"],
-                 entropy_form=D["entropy_form"], return_mode=D["return_mode"], baseline=D["baseline"],
-                 eps_clip=D["eps_clip"], tau=D["tau"], kar_input=D["kar_input"], lkd_input=D["lkd_input"],
-                 key_bias_init=D["key_bias_init"], reward_credit=D["reward_credit"],
-                 credit_horizon=config.CREDIT_HORIZON, key_price=D["key_price"], state_sample=None,
-                 feature_norm=D["feature_norm"], motion_input=D["motion_input"], strategy="default", verbose=1):
-    """REINFORCE on caches (VideoCache or any object with its interface); see the module doc.
-
-    strategy: a name of deeplab_face.distribute.STRATEGIES or a tf.distribute.Strategy."""
-    hparams = {k: v for k, v in locals().items() if k not in ("root_dir", "train_caches", "val_caches", "strategy")}
-    strategy = strategy_of(strategy)
-    hparams["strategy"] = strategy_name(strategy)
-    chief_dir, root_dir = root_dir, write_dir(root_dir, strategy)   # a non-chief writes a scratch folder
-    if episodes < 1 or episodes_per_update < 1 or trials < 1:
-        raise ConfigError("--episodes, --episodes_per_update and --trials must be >= 1")
-    if not 0.0 < kar_limit <= 1.0:
-        raise ConfigError(f"--kar_limit: must be in (0, 1] (a limit above 1 is no limit), got {kar_limit}")
-    keras.utils.set_random_seed(seed)
-    os.makedirs(root_dir, exist_ok=True)
-    env_options = dict(episode_length=episode_length, kar_limit=kar_limit, reward=reward, window=window,
-                       kar_prefill=kar_prefill, lkd_scale=lkd_scale, stop_check=stop_check,
-                       deviation_tap=deviation_tap, reward_units=reward_units, pseudo_acc=pseudo_acc,
-                       kar_input=kar_input, lkd_input=lkd_input, reward_credit=reward_credit,
-                       credit_horizon=credit_horizon, motion_input=motion_input)
-    # trials stay inside the pair table: at LKD = credit_horizon a key is forced (in validation too:
-    # 24 thresholds running free would compute thousands of pairs per episode beyond the table)
-    env = KeyEnvironment(train_caches, trials=trials, max_gap=credit_horizon, **env_options)
-    if motion_input != "none":   # measured on the training pairs; the deployed scheduler reads it back
-        env_options["motion_scale"] = env.motion_scale = env.flow_change_scale(np.random.default_rng([seed, 8]))
-        hparams["motion_scale"] = env.motion_scale
-    val_env = KeyEnvironment(val_caches or train_caches, trials=1, max_gap=credit_horizon,
-                             **env_options)  # §4.2: or the same set
-    config.check_choice("key_bias_init", key_bias_init)
-    config.check_choice("feature_norm", feature_norm)
-    build_args = dict(deviation_shape=list(env.deviation_shape()), activation=activation,
-                      deviation_size=list(deviation_size) if deviation_size else None,
-                      feature_norm=feature_norm == "standardize", expert_size=env.expert_size)
-    # the loop's bookkeeping stays plain host variables (MultiWorkerMirrored cannot broadcast a string)
-    step = tf.Variable(0, dtype=tf.int64)
-    best_quality = tf.Variable(-np.inf, dtype=tf.float64)
-    best_tau = tf.Variable(float(tau), dtype=tf.float64)
-    price = tf.Variable(0.0, dtype=tf.float64)   # the key price lambda (dual variable) resumes too
-    # the state sample's numpy RNG runs across updates: its state resumes too (JSON of bit_generator.state)
-    sample_rng = tf.Variable("", dtype=tf.string)
-    with strategy.scope():   # the policy's variables (mirrored under a strategy) and the optimizer bound to it
-        policy = build_policy(**build_args, key_bias=budget_key_bias(kar_limit) if key_bias_init == "budget" else 0.0)
-        if build_args["feature_norm"]:   # fitted on training pairs inside the table (a resume restores the same)
-            from rl_scheduler.probe import pair_features, sample_pairs
-            pairs = sample_pairs(train_caches, 1024, credit_horizon, np.random.default_rng([seed, 7]))
-            fit_deviation_norm(policy, pair_features(train_caches, pairs, deviation_tap))
-        agent = Reinforce(policy, env, learning_rate=learning_rate, entropy_coef=entropy_coef, gamma=gamma,
-                          entropy_form=entropy_form, return_mode=return_mode, baseline=baseline,
-                          eps_clip=eps_clip, tau=tau, state_sample=state_sample, seed=seed,
-                          key_price=key_price, target_rate=kar_limit, strategy=strategy)
-        agent.optimizer.build(policy.trainable_variables)  # slots exist before a restore
-        ckpt = tf.train.Checkpoint(step=step, model=policy, optimizer=agent.optimizer, best_return=best_quality,
-                                   best_tau=best_tau, key_price=price, sample_rng=sample_rng)
-        manager = checkpoint_manager(ckpt, os.path.join(root_dir, "ckpt"))
-        restored = restore_latest(ckpt, manager)
-    # the loop runs outside the scope: Reinforce applies its reduced gradient in cross-replica context
-    if restored:
-        env.key_price, agent._price_started = float(price.numpy()), int(step.numpy()) > 0
-        if sample_rng.numpy():
-            agent._sample_rng.bit_generator.state = json.loads(sample_rng.numpy().decode())
-    history_path = os.path.join(root_dir, "history.json")
-    history = read_json(history_path, [])[:int(step.numpy())]
-    best_path = os.path.join(root_dir, "best.weights.h5")
-    val_rng = np.random.default_rng([seed, 1])   # fixed validation episodes
-    val_starts = [val_env.sample_start(val_rng) for _ in range(validation_episodes)]
-    val_fixed = fixed_interval_quality(val_env, val_starts, round(1.0 / kar_limit))   # reference only
-    updates = math.ceil(episodes / episodes_per_update)
-    writer = tf.summary.create_file_writer(os.path.join(root_dir, "tensorboard"))
-    bar = keras.utils.Progbar(updates, verbose=verbose,
-                              stateful_metrics=["return", "key_ratio", "entropy", "val_quality"])
-    bar.update(int(step.numpy()))
-    while int(step.numpy()) < updates:
-        update = int(step.numpy())
-        rng = np.random.default_rng([seed, 0, update])  # per-update stream: resuming repeats nothing
-        n = min(episodes_per_update, episodes - update * episodes_per_update)
-        stats = agent.update(agent.collect(rng, n))
-        price.assign(env.key_price)
-        stats["update"] = update + 1
-        stats["episodes"] = min(episodes, (update + 1) * episodes_per_update)
-        if (update + 1) % validate_every == 0 or update + 1 == updates:
-            val = agent.validate(val_env, val_starts, taus=config.VALIDATION_TAUS, target_rate=kar_limit)
-            stats.update(val_return=val["mean_return"], val_key_ratio=val["key_ratio"],
-                         val_quality=val["quality"], val_tau=val["tau"], val_fixed_quality=val_fixed,
-                         val_gain_over_fixed=val["quality"] - val_fixed)
-            # Measured at the operating point (most keys within the budget): mean per-frame mIoU is
-            # what the deployed scheduler delivers. Ties go to the later, more-trained policy. A
-            # policy that keys above the budget at every tau is not comparable (more keys buy
-            # quality) and is kept only while nothing within the budget was validated.
-            over = not val["within_budget"]
-            stats["val_within_budget"] = float(not over)
-            if (val["quality"] - (1.0 if over else 0.0)) >= float(best_quality.numpy()):
-                best_quality.assign(val["quality"] - (1.0 if over else 0.0))
-                best_tau.assign(val["tau"])
-                atomic.save_weights(policy, best_path)
-        history.append(stats)
-        # every update: the curve survives an interruption (a resume truncates it to the checkpoint
-        # and appends from there, so rows always match the restored policy)
-        write_json(history_path, history)
-        with writer.as_default(step=update + 1):
-            for name, value in stats.items():
-                if name not in ("update", "episodes") and np.isscalar(value):
-                    scalar_summary(name, value, update + 1)
-        writer.flush()
-        step.assign_add(1)
-        if int(step.numpy()) % checkpoint_every == 0 or int(step.numpy()) == updates:
-            sample_rng.assign(json.dumps(agent._sample_rng.bit_generator.state))
-            manager.save(checkpoint_number=int(step.numpy()))
-        bar.update(int(step.numpy()), [("return", stats["mean_return"]), ("key_ratio", stats["key_ratio"]),
-                                       ("entropy", stats["entropy"])]
-                   + ([("val_quality", stats["val_quality"])] if "val_quality" in stats else []))
-    writer.flush()
-    write_json(history_path, history)
-    if os.path.exists(best_path):
-        policy.load_weights(best_path)
-    stage_config = dict(build_args, deviation_tap=deviation_tap, kar_limit=kar_limit,
-                        operating_threshold=float(best_tau.numpy()), training=hparams)
-    finish_stage(root_dir, policy, stage_config, done_text="done\n")
-    if root_dir != chief_dir:   # a non-chief worker's files were only needed while it ran
-        shutil.rmtree(root_dir, ignore_errors=True)
-    last = history[-1] if history else {}
-    return dict(updates=updates, best_val_quality=float(best_quality.numpy()),
-                operating_threshold=float(best_tau.numpy()), val_fixed_quality=val_fixed,
-                completed=[h.get("completed") for h in history], key_ratio=[h.get("key_ratio") for h in history],
-                final_mean_return=last.get("mean_return"), final_key_ratio=last.get("key_ratio"),
-                first_mean_return=history[0]["mean_return"] if history else None)
 
 
 def train_eval(root_dir, prepared_dir, segmenter_dir, flownet_dir, train_videos, val_videos,
                kar_limit=config.DEFAULT_KAR_LIMIT, reward="eq1", episodes=config.EPISODES,
                episode_length=config.EPISODE_LENGTH_300VW, trials=config.TRIALS,
                episodes_per_update=config.EPISODES_PER_UPDATE, learning_rate=config.LEARNING_RATE,
-               entropy_coef=config.ENTROPY_COEF, gamma=config.GAMMA, seed=0, checkpoint_every=10,
+               entropy_coef=config.ENTROPY_COEF, gamma=config.GAMMA, seed=0, checkpoint_every=config.CHECKPOINT_EVERY,
                flow_resolution="full", cache_batch_size=8, pair_cache_capacity=2_048,
                max_frames_in_memory=config.MAX_FRAMES_IN_MEMORY, pair_table_dir=None, strategy="default",
                log=print, **options):
@@ -251,24 +107,16 @@ def write_probes(root_dir, train_caches, held_out_caches, tap, horizon, seed):
     return probe
 
 
-def read_json(path, default):
-    """`path`'s JSON, `default` when missing; a corrupt file is a DataError naming it."""
-    return atomic.read_json(path, default, advice="delete it and the stage's ckpt/ folder to restart "
-                            "the stage")
-
-
-def write_json(path, value):
-    atomic.write_json(path, value)
-
-
 FLAGS = flags.FLAGS
 
 
+# Kept whole: one flag per statement, in --help's order.
 def define_flags():
     """Flags of the command (defined on demand, so that other modules can import this one)."""
     define_stage_flags("Output directory (checkpoints, TensorBoard, weights).",
                        "Scheduler-training video ids (300VW set B).",
                        "Validation video ids (empty: validate on the training videos, §4.2).")
+    flags.adopt_module_key_flags(training_stage)  # listed by this command's --help
     flags.DEFINE_float("kar_limit", config.DEFAULT_KAR_LIMIT,
                        "KAR limit eta of the stop rule, in (0, 1] (paper: 0.04/0.06/0.14).", upper_bound=1.0)
     flags.register_validator("kar_limit", lambda v: v > 0, "--kar_limit must be in (0, 1]")
@@ -285,9 +133,11 @@ def define_flags():
                        lower_bound=0.0)
     flags.DEFINE_float("gamma", config.GAMMA, "Discount factor.", lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_integer("seed", 0, "Random seed.", lower_bound=0)
-    flags.DEFINE_integer("checkpoint_every", 10, "Updates between checkpoints.", lower_bound=1)
-    flags.DEFINE_integer("validate_every", 10, "Updates between validations (best policy kept).", lower_bound=1)
-    flags.DEFINE_integer("validation_episodes", 8, "Fixed deterministic validation episodes.", lower_bound=1)
+    flags.DEFINE_integer("checkpoint_every", config.CHECKPOINT_EVERY, "Updates between checkpoints.", lower_bound=1)
+    flags.DEFINE_integer("validate_every", config.VALIDATE_EVERY,
+                         "Updates between validations (best policy kept).", lower_bound=1)
+    flags.DEFINE_integer("validation_episodes", config.VALIDATION_EPISODES,
+                         "Fixed deterministic validation episodes.", lower_bound=1)
     flags.DEFINE_integer("window", config.HISTORY_WINDOW, "Decision-history length H.", lower_bound=1)
     flags.DEFINE_enum("activation", "leaky_relu", ["leaky_relu", "relu"], "Policy activation.")
     flags.DEFINE_enum("deviation_tap", D["deviation_tap"], ["conv6", "conv6_1"],
@@ -336,50 +186,6 @@ def define_flags():
                          lower_bound=1)
     define_strategy_flag()
     flags.adopt_module_key_flags(sys.modules[define_strategy_flag.__module__])   # --strategy in --help
-
-
-def define_stage_flags(root_help, train_help, val_help):
-    """The flags every scheduler-training command shares: inputs, outputs and the caches."""
-    flags.DEFINE_string("root_dir", None, root_help)
-    flags.DEFINE_string("prepared_dir", None, "Prepared data (manifest.json + TFRecords).")
-    flags.DEFINE_string("segmenter_dir", None, "Stage directory of the segmentation network N.")
-    flags.DEFINE_string("flownet_dir", None, "Stage directory of the flow network F.")
-    flags.DEFINE_list("train_videos", [], train_help)
-    flags.DEFINE_list("val_videos", [], val_help)
-    flags.DEFINE_enum("flow_resolution", "full", ["full", "half"], "Flow-net input resolution.")
-    flags.DEFINE_integer("cache_batch_size", 8, "Frames per compiled call when filling the caches.",
-                         lower_bound=1)
-    flags.DEFINE_integer("max_frames_in_memory", config.MAX_FRAMES_IN_MEMORY,
-                         "Decoded frames kept in memory over all videos (frames are read lazily "
-                         "in blocks; 1.05 MB each at 513 px); 0: load every frame at once.", lower_bound=0)
-    flags.mark_flags_as_required(["root_dir", "prepared_dir", "segmenter_dir", "flownet_dir"])
-
-
-def _size_or_none(values):
-    """A parsed h,w list flag: [h, w] of positive ints, None when empty; ValueError otherwise."""
-    if not values:
-        return None
-    size = [int(v) for v in values]
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError("expected two positive integers h,w")
-    return size
-
-
-def register_size_validator(name):
-    """absl validator of an h,w list flag (empty allowed)."""
-    def valid(values):
-        try:
-            _size_or_none(values)
-        except ValueError:
-            return False
-        return True
-    flags.register_validator(name, valid, f"--{name} must be two positive integers h,w (or empty)")
-
-
-def checked_stage_flags():
-    """Returns --deviation_size as [h, w] or None (absl has checked the stage flags already)."""
-    atomic.check_output_dir(FLAGS.root_dir, "--root_dir")   # before any work: a bad folder fails at once
-    return _size_or_none(FLAGS.deviation_size)
 
 
 def main(argv):

@@ -46,7 +46,7 @@ def _importable(name):
 
 def unavailable():
     """None when the clip can be written here, else the note saying what is missing."""
-    from deeplab_face.annotate_video import ANNOTATE_INSTALL, default_predictor
+    from deeplab_face.landmarks import ANNOTATE_INSTALL, default_predictor
 
     missing = [name for name, ok in ((f"{PACKAGE} (the video)", clip_path() is not None),
                                      ("dlib", _importable("dlib")),
@@ -62,7 +62,7 @@ def write_real_clip(video_dir, frames=FRAMES, size=256, seed=None, on_frame=None
     """Writes the first `frames` frames of the clip as a 300VW folder at short side `size`; returns
     {"frames", "annotated"}. `seed` is unused (the clip is what it is). ConfigError when the optional
     extra is missing."""
-    from deeplab_face.annotate_video import Landmarker
+    from deeplab_face.landmarks import Landmarker
     from deeplab_face.data.synthetic import write_300vw_folder
 
     note = unavailable()

@@ -245,6 +245,7 @@ class SyntheticFace:
         diffuse = np.clip(nx * lx + ny * ly + nz * lz, 0, 1)
         return (np.float32(0.45) + np.float32(0.6) * diffuse)[..., None], v
 
+# Kept whole: the face's parts painted in drawing order by small local closures.
     def render(self, t):
         """Frame t as (RGB uint8 (S, S, 3), points float32 (68, 2), label uint8 (S, S))."""
         size, ident = self.size, self.identity

@@ -58,7 +58,7 @@ gpu_fps = importlib.util.module_from_spec(spec); spec.loader.exec_module(gpu_fps
 gpu_fps.setup_backend(tiny=True)
 import keras, numpy as np
 # every module the benchmark imports, TensorFlow-free
-import bench.pipeline, eval.curves, eval.metrics, eval.runtime, rl_scheduler, rl_scheduler.schedulers  # noqa
+import bench.streams, eval.curves, eval.metrics, eval.runtime, rl_scheduler, rl_scheduler.schedulers  # noqa
 import deeplab_face.models.segmenter, deeplab_face.models.multiscale, flownet2s.model, flownet2s.dff  # noqa
 from rl_scheduler import build_policy
 keras.utils.set_random_seed(0)

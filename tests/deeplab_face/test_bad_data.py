@@ -11,7 +11,7 @@ from deeplab_face.data import pipelines, vw300
 from deeplab_face.data.pts import read_pts, write_pts
 from deeplab_face.data.synthetic import write_synthetic_video
 from deeplab_face.errors import DataError, OutputError
-from deeplab_face.evaluate import dataset_miou
+from deeplab_face.prediction import dataset_miou
 from deeplab_face.prepare_300vw import prepare
 
 S = 65

@@ -9,7 +9,8 @@ import pytest
 from deeplab_face import build_segmenter
 from deeplab_face.data.pipelines import load_video
 from deeplab_face.errors import ConfigError
-from deeplab_face.evaluate import evaluate, parse_scale_sets
+from deeplab_face.evaluate import evaluate
+from deeplab_face.prediction import parse_scale_sets
 from deeplab_face.segmentation_metrics import confusion_matrix, mean_iou
 
 

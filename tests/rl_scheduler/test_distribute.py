@@ -74,7 +74,7 @@ DVSNET = PRELUDE + """
 from rl_scheduler import load_dvsnet
 from rl_scheduler.dvsnet_decision import build_decision_network
 from rl_scheduler.replicas import mse_step
-from rl_scheduler.train_dvsnet import train_decision_network
+from rl_scheduler.dvsnet_training import train_decision_network
 
 rng = np.random.default_rng(0)
 x = rng.normal(size=(39, 2, 2, 8)).astype(np.float32)

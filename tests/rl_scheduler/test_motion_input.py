@@ -7,7 +7,7 @@ import numpy as np
 from rl_scheduler import load_policy
 from rl_scheduler.probe import policy_probe
 from rl_scheduler.schedulers import make_scheduler, policy_history_options
-from rl_scheduler.train import train_policy
+from rl_scheduler.policy_training import train_policy
 from tests.rl_scheduler.toy_env import ToyVideoCache
 
 

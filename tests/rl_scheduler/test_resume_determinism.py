@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from rl_scheduler import load_dvsnet, load_policy
-from rl_scheduler.train import train_policy
-from rl_scheduler.train_dvsnet import train_decision_network
+from rl_scheduler.policy_training import train_policy
+from rl_scheduler.dvsnet_training import train_decision_network
 from tests.deeplab_face.test_resume_determinism import Killed, kill_at
 from tests.rl_scheduler.test_train import TOY
 from tests.rl_scheduler.test_train_dvsnet import _face_like_pairs

@@ -7,8 +7,9 @@ import pytest
 
 from rl_scheduler import load_dvsnet, load_policy
 from rl_scheduler.schedulers import make_scheduler
-from rl_scheduler.train import train_policy
-from rl_scheduler.train_dvsnet import sample_pairs, train_decision_network
+from rl_scheduler.policy_training import train_policy
+from rl_scheduler.dvsnet_training import train_decision_network
+from rl_scheduler.dvsnet_pairs import sample_pairs
 from tests.rl_scheduler.toy_env import ToyVideoCache
 from tests.tensorboard_events import tensorboard_tags
 
@@ -124,11 +125,11 @@ def test_stage_functions_end_to_end(tmp_path):
 
 
 def test_interrupted_run_keeps_its_curve_and_resume_appends(tmp_path, monkeypatch):
-    from rl_scheduler import train
+    from rl_scheduler import policy_training
     caches = [ToyVideoCache(60, seed=s) for s in range(2)]
     root = str(tmp_path / "rl")
     options = dict(TOY, checkpoint_every=2, validate_every=100)
-    real_update, calls = train.Reinforce.update, []
+    real_update, calls = policy_training.Reinforce.update, []
 
     def failing_update(self, episodes):
         calls.append(1)
@@ -136,13 +137,13 @@ def test_interrupted_run_keeps_its_curve_and_resume_appends(tmp_path, monkeypatc
             raise KeyboardInterrupt   # killed during the 4th update
         return real_update(self, episodes)
 
-    monkeypatch.setattr(train.Reinforce, "update", failing_update)
+    monkeypatch.setattr(policy_training.Reinforce, "update", failing_update)
     with pytest.raises(KeyboardInterrupt):
         train_policy(root, caches, [], episodes=10, **options)
     history = json.load(open(os.path.join(root, "history.json")))
     assert [row["update"] for row in history] == [1, 2, 3]          # written every update
     assert {"mean_return", "key_ratio", "entropy", "kar_weight", "lkd_weight"} <= tensorboard_tags(root)
-    monkeypatch.setattr(train.Reinforce, "update", real_update)
+    monkeypatch.setattr(policy_training.Reinforce, "update", real_update)
     train_policy(root, caches, [], episodes=10, **options)        # resumes from update 2's checkpoint
     resumed = json.load(open(os.path.join(root, "history.json")))
     assert [row["update"] for row in resumed] == [1, 2, 3, 4, 5] and resumed[:2] == history[:2]

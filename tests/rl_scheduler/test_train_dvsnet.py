@@ -9,8 +9,8 @@ import pytest
 from rl_scheduler import config, load_dvsnet
 from rl_scheduler.dvsnet_decision import build_decision_network, fold_standardisation
 from rl_scheduler.schedulers import make_scheduler
-from rl_scheduler.train_dvsnet import (
-    pearson, regression_metrics, sample_pairs, spearman, train_decision_network)
+from rl_scheduler.dvsnet_training import train_decision_network
+from rl_scheduler.train_dvsnet import pearson, regression_metrics, sample_pairs, spearman
 from tests.tensorboard_events import tensorboard_tags
 
 METRICS = ("best_val_mae", "val_mae", "val_mae_constant", "val_pearson", "val_spearman")
