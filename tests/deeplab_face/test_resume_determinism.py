@@ -1,5 +1,7 @@
 """Issue 9, resume determinism: a segmenter training killed right after a checkpoint and run again ends
-bit-identical to an uninterrupted one (the data stream continues at the step, augmentation included)."""
+bit-identical to an uninterrupted one (the data stream continues at the step, augmentation included), and
+logs only the steps after its checkpoint. A real SIGKILL of a training process is tests/deeplab_face/
+test_distribute.py's (a worker of a two-process run) and tests/eval/test_reproduce.py's (F's fine-tuning)."""
 import os
 
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 
 from deeplab_face import stage
 from deeplab_face.train import train_eval
+from tests.deeplab_face.test_train import scalar_events
 
 
 class Killed(BaseException):
@@ -39,3 +42,5 @@ def test_killed_segmenter_training_resumes_bit_identically(tiny_prepared, tmp_pa
     assert resumed["resumed_from_step"] == 2 and resumed["loss"] == straight["loss"]
     for a, b in zip(weights(str(tmp_path / "straight")), weights(str(tmp_path / "killed"))):
         np.testing.assert_array_equal(a, b)
+    # the resumed run logged only the steps after the checkpoint, in an event file of its own
+    assert sorted(scalar_events(str(tmp_path / "killed" / "tensorboard"), "loss")[-1]) == [3, 4]

@@ -21,6 +21,30 @@ FRAMES = 20
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def shared_dff():
+    """One DeepFeatureFlow per (stages, weights, options) for this module's many segment_video calls: N and F
+    are frozen and the streaming state lives in the runtime (flownet2s.dff.KeyHolder), so a reloaded DFF
+    would only repeat the model building and tracing (~3-5 s a call)."""
+    from flownet2s import dff
+
+    built, load = {}, dff.load_dff
+
+    def load_once(segmenter_dir, flownet_dir, **options):
+        try:
+            stamps = tuple(os.path.getmtime(os.path.join(d, "final.weights.h5")) for d in (segmenter_dir, flownet_dir))
+        except OSError:   # a missing stage: the real loader's error
+            return load(segmenter_dir, flownet_dir, **options)
+        key = (segmenter_dir, flownet_dir, stamps, tuple(sorted(options.items())))
+        if key not in built:
+            built[key] = load(segmenter_dir, flownet_dir, **options)
+        return built[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dff, "load_dff", load_once)
+        yield built
+
+
 @pytest.fixture(scope="module")
 def face_video(tmp_path_factory):
     from deeplab_face.data.synthetic import write_synthetic_video

@@ -57,7 +57,7 @@ def test_reinforce_learns_to_key_on_motion(entropy_form, baseline, strict):
     rng = np.random.default_rng(0)
     start_motion, start_still = _probe(agent)
     first = [agent.update(agent.collect(rng, 2)) for _ in range(3)]
-    for _ in range(150):
+    for _ in range(80):   # measured: P(key) motion / still 0.998 / 0.018 (bonus), 0.99 / 0.19 (reciprocal)
         last = agent.update(agent.collect(rng, 2))
     motion, still = _probe(agent)
     assert abs(start_motion - start_still) < 0.2
