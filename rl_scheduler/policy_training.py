@@ -4,6 +4,7 @@ that rl_scheduler.train's stage function runs (its module doc says what the loop
 `train_policy` trains, validates and keeps the best policy in a stage folder, resumable from its
 checkpoints; any object with `rl_scheduler.cache.VideoCache`'s interface serves as a cache.
 """
+import dataclasses
 import json
 import math
 import os
@@ -27,7 +28,6 @@ from rl_scheduler.training_stage import read_json, write_json
 D = config.DEFAULT_OPTIONS
 
 
-# Kept whole: one resumable update loop; its setup and per-update parts are the helpers below.
 def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KAR_LIMIT, reward="eq1",
                  episodes=config.EPISODES, episode_length=config.EPISODE_LENGTH_300VW, trials=config.TRIALS,
                  episodes_per_update=config.EPISODES_PER_UPDATE, learning_rate=config.LEARNING_RATE,
@@ -49,10 +49,7 @@ def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KA
     strategy = strategy_of(strategy)
     hparams["strategy"] = strategy_name(strategy)
     chief_dir, root_dir = root_dir, write_dir(root_dir, strategy)   # a non-chief writes a scratch folder
-    if episodes < 1 or episodes_per_update < 1 or trials < 1:
-        raise ConfigError("--episodes, --episodes_per_update and --trials must be >= 1")
-    if not 0.0 < kar_limit <= 1.0:
-        raise ConfigError(f"--kar_limit: must be in (0, 1] (a limit above 1 is no limit), got {kar_limit}")
+    _check_policy_args(episodes, episodes_per_update, trials, kar_limit)
     keras.utils.set_random_seed(seed)
     os.makedirs(root_dir, exist_ok=True)
     env_options = dict(episode_length=episode_length, kar_limit=kar_limit, reward=reward, window=window,
@@ -68,13 +65,7 @@ def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KA
     build_args = dict(deviation_shape=list(env.deviation_shape()), activation=activation,
                       deviation_size=list(deviation_size) if deviation_size else None,
                       feature_norm=feature_norm == "standardize", expert_size=env.expert_size)
-    # the loop's bookkeeping stays plain host variables (MultiWorkerMirrored cannot broadcast a string)
-    step = tf.Variable(0, dtype=tf.int64)
-    best_quality = tf.Variable(-np.inf, dtype=tf.float64)
-    best_tau = tf.Variable(float(tau), dtype=tf.float64)
-    price = tf.Variable(0.0, dtype=tf.float64)   # the key price lambda (dual variable) resumes too
-    # the state sample's numpy RNG runs across updates: its state resumes too (JSON of bit_generator.state)
-    sample_rng = tf.Variable("", dtype=tf.string)
+    book = _Bookkeeping.fresh(tau)
     reinforce_options = dict(learning_rate=learning_rate, entropy_coef=entropy_coef, gamma=gamma,
                              entropy_form=entropy_form, return_mode=return_mode, baseline=baseline,
                              eps_clip=eps_clip, tau=tau, state_sample=state_sample, seed=seed,
@@ -82,57 +73,118 @@ def train_policy(root_dir, train_caches, val_caches, kar_limit=config.DEFAULT_KA
     key_bias = budget_key_bias(kar_limit) if key_bias_init == "budget" else 0.0
     policy, agent, manager, restored = _restored_agent(
         strategy, env, build_args, key_bias, train_caches, seed, deviation_tap, credit_horizon, reinforce_options,
-        dict(step=step, best_return=best_quality, best_tau=best_tau, key_price=price, sample_rng=sample_rng),
-        os.path.join(root_dir, "ckpt"))
+        book.checkpointed(), os.path.join(root_dir, "ckpt"))
     # the loop runs outside the scope: Reinforce applies its reduced gradient in cross-replica context
     if restored:
-        env.key_price, agent._price_started = float(price.numpy()), int(step.numpy()) > 0
-        if sample_rng.numpy():
-            agent._sample_rng.bit_generator.state = json.loads(sample_rng.numpy().decode())
-    history_path = os.path.join(root_dir, "history.json")
-    history = read_json(history_path, [])[:int(step.numpy())]
-    best_path = os.path.join(root_dir, "best.weights.h5")
-    val_rng = np.random.default_rng([seed, 1])   # fixed validation episodes
-    val_starts = [val_env.sample_start(val_rng) for _ in range(validation_episodes)]
-    val_fixed = fixed_interval_quality(val_env, val_starts, round(1.0 / kar_limit))   # reference only
+        book.resume(env, agent)
+    validation = _Validation.of(val_env, seed, validation_episodes, kar_limit, validate_every)
     updates = math.ceil(episodes / episodes_per_update)
+    history = _run_updates(agent, env, policy, manager, book, validation, root_dir, updates, seed, episodes,
+                           episodes_per_update, checkpoint_every, verbose)
+    stage_config = dict(build_args, deviation_tap=deviation_tap, kar_limit=kar_limit,
+                        operating_threshold=float(book.best_tau.numpy()), training=hparams)
+    finish_stage(root_dir, policy, stage_config, done_text="done\n")
+    if root_dir != chief_dir:   # a non-chief worker's files were only needed while it ran
+        shutil.rmtree(root_dir, ignore_errors=True)
+    return _policy_result(updates, float(book.best_quality.numpy()), float(book.best_tau.numpy()),
+                          validation.fixed_quality, history)
+
+
+def _check_policy_args(episodes, episodes_per_update, trials, kar_limit):
+    """ConfigError for a count below 1 or a KAR limit outside (0, 1]."""
+    if episodes < 1 or episodes_per_update < 1 or trials < 1:
+        raise ConfigError("--episodes, --episodes_per_update and --trials must be >= 1")
+    if not 0.0 < kar_limit <= 1.0:
+        raise ConfigError(f"--kar_limit: must be in (0, 1] (a limit above 1 is no limit), got {kar_limit}")
+
+
+@dataclasses.dataclass
+class _Bookkeeping:
+    """The update loop's checkpointed state besides the policy and optimizer. Plain host variables
+    (MultiWorkerMirrored cannot broadcast a string)."""
+    step: tf.Variable
+    best_quality: tf.Variable
+    best_tau: tf.Variable
+    price: tf.Variable         # the key price lambda (dual variable) resumes too
+    sample_rng: tf.Variable    # the state sample's numpy RNG runs across updates: JSON of bit_generator.state
+
+    @classmethod
+    def fresh(cls, tau):
+        return cls(tf.Variable(0, dtype=tf.int64), tf.Variable(-np.inf, dtype=tf.float64),
+                   tf.Variable(float(tau), dtype=tf.float64), tf.Variable(0.0, dtype=tf.float64),
+                   tf.Variable("", dtype=tf.string))
+
+    def checkpointed(self):
+        """The variables under their checkpoint names (`_restored_agent`'s bookkeeping)."""
+        return dict(step=self.step, best_return=self.best_quality, best_tau=self.best_tau, key_price=self.price,
+                    sample_rng=self.sample_rng)
+
+    def resume(self, env, agent):
+        """The restored key price and state-sample RNG put back into the environment and the agent."""
+        env.key_price, agent._price_started = float(self.price.numpy()), int(self.step.numpy()) > 0
+        if self.sample_rng.numpy():
+            agent._sample_rng.bit_generator.state = json.loads(self.sample_rng.numpy().decode())
+
+    def save(self, manager, agent):
+        """A checkpoint at the current step, with the state sample RNG's state."""
+        self.sample_rng.assign(json.dumps(agent._sample_rng.bit_generator.state))
+        manager.save(checkpoint_number=int(self.step.numpy()))
+
+
+@dataclasses.dataclass
+class _Validation:
+    """The fixed validation episodes (their environment and start frames), the fixed-interval schedule's
+    quality on them (a reference only), how often to validate and the KAR limit validated against."""
+    env: KeyEnvironment
+    starts: list
+    fixed_quality: float
+    every: int
+    kar_limit: float
+
+    @classmethod
+    def of(cls, val_env, seed, validation_episodes, kar_limit, every):
+        val_rng = np.random.default_rng([seed, 1])
+        starts = [val_env.sample_start(val_rng) for _ in range(validation_episodes)]
+        return cls(val_env, starts, fixed_interval_quality(val_env, starts, round(1.0 / kar_limit)), every, kar_limit)
+
+
+def _run_updates(agent, env, policy, manager, book, validation, root_dir, updates, seed, episodes,
+                 episodes_per_update, checkpoint_every, verbose):
+    """The updates left after the restored checkpoint -> the history; the best validated policy is loaded
+    back at the end."""
+    history_path = os.path.join(root_dir, "history.json")
+    history = read_json(history_path, [])[:int(book.step.numpy())]
+    best_path = os.path.join(root_dir, "best.weights.h5")
     writer = tf.summary.create_file_writer(os.path.join(root_dir, "tensorboard"))
     bar = keras.utils.Progbar(updates, verbose=verbose,
                               stateful_metrics=["return", "key_ratio", "entropy", "val_quality"])
-    bar.update(int(step.numpy()))
-    while int(step.numpy()) < updates:
-        update = int(step.numpy())
+    bar.update(int(book.step.numpy()))
+    while int(book.step.numpy()) < updates:
+        update = int(book.step.numpy())
         rng = np.random.default_rng([seed, 0, update])  # per-update stream: resuming repeats nothing
         n = min(episodes_per_update, episodes - update * episodes_per_update)
         stats = agent.update(agent.collect(rng, n))
-        price.assign(env.key_price)
+        book.price.assign(env.key_price)
         stats["update"] = update + 1
         stats["episodes"] = min(episodes, (update + 1) * episodes_per_update)
-        if (update + 1) % validate_every == 0 or update + 1 == updates:
-            stats.update(_validate_and_keep_best(agent, val_env, val_starts, kar_limit, val_fixed, best_quality,
-                                                 best_tau, policy, best_path))
+        if (update + 1) % validation.every == 0 or update + 1 == updates:
+            stats.update(_validate_and_keep_best(agent, validation, book, policy, best_path))
         history.append(stats)
         # every update: the curve survives an interruption (a resume truncates it to the checkpoint
         # and appends from there, so rows always match the restored policy)
         write_json(history_path, history)
         _write_summaries(writer, stats, update + 1)
-        step.assign_add(1)
-        if int(step.numpy()) % checkpoint_every == 0 or int(step.numpy()) == updates:
-            sample_rng.assign(json.dumps(agent._sample_rng.bit_generator.state))
-            manager.save(checkpoint_number=int(step.numpy()))
-        bar.update(int(step.numpy()), [("return", stats["mean_return"]), ("key_ratio", stats["key_ratio"]),
-                                       ("entropy", stats["entropy"])]
+        book.step.assign_add(1)
+        if int(book.step.numpy()) % checkpoint_every == 0 or int(book.step.numpy()) == updates:
+            book.save(manager, agent)
+        bar.update(int(book.step.numpy()), [("return", stats["mean_return"]), ("key_ratio", stats["key_ratio"]),
+                                            ("entropy", stats["entropy"])]
                    + ([("val_quality", stats["val_quality"])] if "val_quality" in stats else []))
     writer.flush()
     write_json(history_path, history)
     if os.path.exists(best_path):
         policy.load_weights(best_path)
-    stage_config = dict(build_args, deviation_tap=deviation_tap, kar_limit=kar_limit,
-                        operating_threshold=float(best_tau.numpy()), training=hparams)
-    finish_stage(root_dir, policy, stage_config, done_text="done\n")
-    if root_dir != chief_dir:   # a non-chief worker's files were only needed while it ran
-        shutil.rmtree(root_dir, ignore_errors=True)
-    return _policy_result(updates, float(best_quality.numpy()), float(best_tau.numpy()), val_fixed, history)
+    return history
 
 
 def _environments(train_caches, val_caches, trials, seed, env_options):
@@ -169,11 +221,12 @@ def _restored_agent(strategy, env, build_args, key_bias, train_caches, seed, dev
         return policy, agent, manager, restore_latest(ckpt, manager)
 
 
-def _validate_and_keep_best(agent, val_env, val_starts, kar_limit, val_fixed, best_quality, best_tau, policy,
-                            best_path):
+def _validate_and_keep_best(agent, validation, book, policy, best_path):
     """One validation of the policy at every tau of config.VALIDATION_TAUS -> its history columns; a policy
-    that beats the best so far (`best_quality`, `best_tau`, updated) is saved to `best_path`."""
-    val = agent.validate(val_env, val_starts, taus=config.VALIDATION_TAUS, target_rate=kar_limit)
+    that beats the best so far (`book.best_quality`, `book.best_tau`, updated) is saved to `best_path`."""
+    val = agent.validate(validation.env, validation.starts, taus=config.VALIDATION_TAUS,
+                         target_rate=validation.kar_limit)
+    val_fixed = validation.fixed_quality
     stats = dict(val_return=val["mean_return"], val_key_ratio=val["key_ratio"], val_quality=val["quality"],
                  val_tau=val["tau"], val_fixed_quality=val_fixed, val_gain_over_fixed=val["quality"] - val_fixed)
     # Measured at the operating point (most keys within the budget): mean per-frame mIoU is
@@ -182,9 +235,9 @@ def _validate_and_keep_best(agent, val_env, val_starts, kar_limit, val_fixed, be
     # quality) and is kept only while nothing within the budget was validated.
     over = not val["within_budget"]
     stats["val_within_budget"] = float(not over)
-    if (val["quality"] - (1.0 if over else 0.0)) >= float(best_quality.numpy()):
-        best_quality.assign(val["quality"] - (1.0 if over else 0.0))
-        best_tau.assign(val["tau"])
+    if (val["quality"] - (1.0 if over else 0.0)) >= float(book.best_quality.numpy()):
+        book.best_quality.assign(val["quality"] - (1.0 if over else 0.0))
+        book.best_tau.assign(val["tau"])
         atomic.save_weights(policy, best_path)
     return stats
 
