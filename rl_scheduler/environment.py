@@ -189,7 +189,6 @@ class KeyEnvironment:
         """Run `trials` trials of the episode (video, start) as one batch (`rollout_many`)."""
         return self.rollout_many(policy_fn, select_fn, [(video, start)], rng, trials, enforce_limit)[0]
 
-# Kept whole: one step loop over the batched trial arrays; lookups and episode assembly are helpers.
     def rollout_many(self, policy_fn, select_fn, starts, rng=None, trials=None, enforce_limit=True):
         """Run `trials` trials of each episode of `starts` [(video, start)], all as ONE batch: the
         policy sees E x M states per step in one call (episodes are cut to a common length).
@@ -224,18 +223,10 @@ class KeyEnvironment:
             frame = first + 1 + t
             pair_of = self._held_pairs(caches, starts, owner, running, frame, last_key, length)
             rows = np.nonzero(running)[0]
-            if deviation is None:
-                tap = getattr(pair_of[rows[0]], self.deviation_tap)
-                deviation = np.zeros((count,) + tap.shape[1:], np.float32)
-            deviation[~running] = 0.0                        # stopped trials: zeros, ignored
-            deviation[rows] = np.concatenate([getattr(pair_of[r], self.deviation_tap) for r in rows])
+            deviation = self._step_deviation(deviation, pair_of, rows, running)
             expert = history.expert()
             if self.motion_input == "flow_change":
-                change = np.zeros(count)
-                change[rows] = [pair_of[r].flow_magnitude
-                                - caches[owner[r]].pair(int(last_key[r]), int(last_key[r]) + 1).flow_magnitude
-                                for r in rows]
-                expert = np.concatenate([expert, motion_feature(change, self.motion_scale)[:, None]], 1)
+                expert = self._with_motion(expert, pair_of, caches, owner, rows, last_key)
             prob = np.asarray(policy_fn(deviation, expert), np.float32).reshape(count)
             actions = np.asarray(select_fn(prob, rng), bool) & running
             if self.max_gap:
@@ -257,6 +248,25 @@ class KeyEnvironment:
                 running &= ~crossed
         return [self._episode(record, e, trials, video, start, length, caches[e])
                 for e, (video, start) in enumerate(starts)]
+
+    def _step_deviation(self, deviation, pair_of, rows, running):
+        """The step's deviation batch (allocated on the first step, refilled after): the running trials'
+        taps, zeros for stopped trials (ignored)."""
+        if deviation is None:
+            tap = getattr(pair_of[rows[0]], self.deviation_tap)
+            deviation = np.zeros((len(running),) + tap.shape[1:], np.float32)
+        deviation[~running] = 0.0
+        deviation[rows] = np.concatenate([getattr(pair_of[r], self.deviation_tap) for r in rows])
+        return deviation
+
+    def _with_motion(self, expert, pair_of, caches, owner, rows, last_key):
+        """`expert` with the motion column appended: each running trial's flow magnitude less its key's first
+        step's (0 for stopped trials), through `motion_feature`."""
+        change = np.zeros(len(owner))
+        change[rows] = [pair_of[r].flow_magnitude
+                        - caches[owner[r]].pair(int(last_key[r]), int(last_key[r]) + 1).flow_magnitude
+                        for r in rows]
+        return np.concatenate([expert, motion_feature(change, self.motion_scale)[:, None]], 1)
 
     def _held_pairs(self, caches, starts, owner, running, frame, last_key, length):
         """Row -> the cached (last key, current frame) pair entry of each running trial (None when
