@@ -63,7 +63,6 @@ from rl_scheduler.dvsnet_pairs import (  # noqa: E402,F401
     sample_pairs, spearman)
 
 
-# Kept whole: the stage's steps in order (caches, train/val pairs, training, the stage's config).
 def train_eval(root_dir, prepared_dir, segmenter_dir, flownet_dir, train_videos, val_videos,
                max_gap=config.DVSNET_MAX_GAP, epochs=config.DVSNET_EPOCHS,
                batch_size=config.DVSNET_BATCH_SIZE,
@@ -96,34 +95,9 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, flownet_dir, train_videos,
     options = dict(batch_size=cache_batch_size, keep_masks=False, keep_taps=("conv6_1",),
                    max_frames_in_memory=max_frames_in_memory)   # lazy frames; None: all in memory
     train_ids, val_ids = [str(v) for v in train_videos], [str(v) for v in val_videos or ()]
-    train_caches = load_video_caches(dff, prepared_dir, train_ids, **options)
-    by_id = dict(zip(train_ids, train_caches))
-    new_val = [v for v in val_ids if v not in by_id]
-    by_id.update(zip(new_val, load_video_caches(dff, prepared_dir, new_val, **options) if new_val else []))
-    shared = [v for v in val_ids if v in train_ids]
-    if shared and log is not None:
-        log(f"dvsnet: validation video(s) {', '.join(shared)} also train (pairs disjoint, same frames): "
-            "the validation MAE is optimistic")
-    for video_id, cache in by_id.items():
-        pair_tables.read_table(cache, pair_table_dir, video_id, log=log and (lambda line: log(f"dvsnet: {line}")))
-    train_data = pair_dataset(train_caches, max_gap, pairs_per_video, rng, gap_sampling=gap_sampling)
-    if val_ids:
-        val_caches = [by_id[v] for v in val_ids]
-        used = {id(c): p for c, p in zip(train_caches, train_data[3])}
-        if val_max_gap is None:
-            val_data = pair_dataset(val_caches, max_gap, val_pairs_per_video, rng, gap_sampling=gap_sampling,
-                                    exclude=used)
-        else:
-            val_data = pair_dataset(val_caches, val_max_gap, val_pairs_per_video, rng, exclude=used)
-        if len(val_data[0]) == 0:
-            raise ConfigError(f"--val_videos={','.join(val_ids)}: no validation pair left (their pairs "
-                              "all train: lower --pairs_per_video or name other videos)")
-        val_data, train_data = val_data[:3], train_data[:3]
-    else:
-        order = rng.permutation(len(train_data[0]))
-        held = max(1, len(order) // 10)
-        val_data = tuple(a[order[:held]] for a in train_data[:3])
-        train_data = tuple(a[order[held:]] for a in train_data[:3])
+    train_caches, by_id = _video_caches(dff, prepared_dir, train_ids, val_ids, options, pair_table_dir, log)
+    train_data, val_data = _train_val_pairs(train_caches, by_id, val_ids, rng, max_gap, pairs_per_video,
+                                            val_pairs_per_video, gap_sampling, val_max_gap)
     pair_seconds = time.time() - start
     extra = dict(prepared_dir=prepared_dir, segmenter_dir=segmenter_dir, flownet_dir=flownet_dir,
                  train_videos=train_ids, val_videos=val_ids, max_gap=max_gap, gap_sampling=gap_sampling,
@@ -137,6 +111,44 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, flownet_dir, train_videos,
                                     calibrate_output=calibrate_output, strategy=strategy, log=log)
     result.update(pair_seconds=pair_seconds, seconds=time.time() - start)
     return result
+
+
+def _video_caches(dff, prepared_dir, train_ids, val_ids, options, pair_table_dir, log):
+    """(the training videos' caches, every video's cache by id): a video in both lists gets one cache; each
+    reads its pair table from `pair_table_dir` when there."""
+    train_caches = load_video_caches(dff, prepared_dir, train_ids, **options)
+    by_id = dict(zip(train_ids, train_caches))
+    new_val = [v for v in val_ids if v not in by_id]
+    by_id.update(zip(new_val, load_video_caches(dff, prepared_dir, new_val, **options) if new_val else []))
+    shared = [v for v in val_ids if v in train_ids]
+    if shared and log is not None:
+        log(f"dvsnet: validation video(s) {', '.join(shared)} also train (pairs disjoint, same frames): "
+            "the validation MAE is optimistic")
+    for video_id, cache in by_id.items():
+        pair_tables.read_table(cache, pair_table_dir, video_id, log=log and (lambda line: log(f"dvsnet: {line}")))
+    return train_caches, by_id
+
+
+def _train_val_pairs(train_caches, by_id, val_ids, rng, max_gap, pairs_per_video, val_pairs_per_video,
+                     gap_sampling, val_max_gap):
+    """(train_data, val_data) as (X, y, gaps): validation pairs from `val_ids`' caches, disjoint from the
+    training pairs, or without val_ids 10% of the training pairs held out."""
+    train_data = pair_dataset(train_caches, max_gap, pairs_per_video, rng, gap_sampling=gap_sampling)
+    if not val_ids:
+        order = rng.permutation(len(train_data[0]))
+        held = max(1, len(order) // 10)
+        return tuple(a[order[held:]] for a in train_data[:3]), tuple(a[order[:held]] for a in train_data[:3])
+    val_caches = [by_id[v] for v in val_ids]
+    used = {id(c): p for c, p in zip(train_caches, train_data[3])}
+    if val_max_gap is None:
+        val_data = pair_dataset(val_caches, max_gap, val_pairs_per_video, rng, gap_sampling=gap_sampling,
+                                exclude=used)
+    else:
+        val_data = pair_dataset(val_caches, val_max_gap, val_pairs_per_video, rng, exclude=used)
+    if len(val_data[0]) == 0:
+        raise ConfigError(f"--val_videos={','.join(val_ids)}: no validation pair left (their pairs "
+                          "all train: lower --pairs_per_video or name other videos)")
+    return train_data[:3], val_data[:3]
 
 
 FLAGS = flags.FLAGS
