@@ -91,6 +91,48 @@ def naive_replay(dff, images, labels, episode, policy_fn, tap, num_classes):
     return out
 
 
+def _environment(cache, max_gap=None):
+    # Eq. 1 with frame credit: the naive replay recomputes exactly those rewards
+    return KeyEnvironment([cache], episode_length=FLAGS.episode_length, trials=FLAGS.trials,
+                          kar_limit=FLAGS.kar_limit, reward_credit="frame", max_gap=max_gap)
+
+
+def _benchmark_agent(dff, images, labels, num_classes):
+    """REINFORCE on an untrained policy whose P(key) is about --key_prob (its FC3 bias), as a trained one's."""
+    warm = VideoCache(dff, images, labels, num_classes, batch_size=FLAGS.cache_batch_size)
+    policy = build_policy(_environment(warm).deviation_shape())
+    bias = np.log(FLAGS.key_prob / (1 - FLAGS.key_prob))
+    policy.get_layer("fc3").bias.assign(np.array([0.0, bias], np.float32))
+    return Reinforce(policy, _environment(warm))
+
+
+def _time_pair_table(dff, images, labels, num_classes, agent, starts):
+    """The training path: the pair table once, then lookups only (the same episodes' starts and seed).
+    Returns (table cache, its pairs, build seconds, trial seconds, trial-steps)."""
+    table = VideoCache(dff, images, labels, num_classes, batch_size=FLAGS.cache_batch_size)
+    t0 = time.perf_counter()
+    table_pairs = table.prefetch_gaps(FLAGS.table_horizon)
+    table_build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    table_episodes = _environment(table, FLAGS.table_horizon).rollout_many(
+        agent.policy_fn, sampled_actions(), starts, np.random.default_rng(FLAGS.seed))
+    table_s = time.perf_counter() - t0
+    return table, table_pairs, table_build_s, table_s, int(sum(e.active.sum() for e in table_episodes))
+
+
+def _print_projection(cached_rate, naive_rate, table_rate, table_build_s):
+    """The paper-config RL training time each path would take on this device."""
+    paper_steps = 2400 * 32 * 269      # §4.2: 2,400 episodes x 32 trials x 270 frames (an upper bound:
+    print()                            # trials stopped by the KAR limit take fewer steps)
+    print(f"projected paper-config RL training ({paper_steps:,} trial-steps at most): cached "
+          f"{paper_steps / cached_rate / 3600:.1f} h, naive {paper_steps / naive_rate / 3600:.1f} h on this device "
+          f"at S={FLAGS.crop_size} (pairs are shared more as the cache fills, so the cached figure is pessimistic)")
+    per_frame_table_s = table_build_s / FLAGS.frames
+    print(f"pair-table path: {paper_steps / table_rate / 3600:.2f} h of trials + {per_frame_table_s:.2f} s of table "
+          f"per video frame at horizon {FLAGS.table_horizon} (300VW set B, 51 videos of ~2,000 frames: "
+          f"{51 * 2000 * per_frame_table_s / 3600:.1f} h, once)")
+
+
 def main(argv):
     del argv
     from deeplab_face import build_segmenter
@@ -102,17 +144,7 @@ def main(argv):
     segmenter = build_segmenter(FLAGS.backbone, num_classes, FLAGS.crop_size)
     dff = DeepFeatureFlow(segmenter, build_flownet(input_size=flow_input_size(FLAGS.crop_size)))
     images, labels = synthetic_video(FLAGS.frames, FLAGS.crop_size, FLAGS.seed)
-
-    def environment(cache, max_gap=None):
-        # Eq. 1 with frame credit: the naive replay recomputes exactly those rewards
-        return KeyEnvironment([cache], episode_length=FLAGS.episode_length, trials=FLAGS.trials,
-                              kar_limit=FLAGS.kar_limit, reward_credit="frame", max_gap=max_gap)
-
-    warm = VideoCache(dff, images, labels, num_classes, batch_size=FLAGS.cache_batch_size)
-    policy = build_policy(environment(warm).deviation_shape())
-    bias = np.log(FLAGS.key_prob / (1 - FLAGS.key_prob))
-    policy.get_layer("fc3").bias.assign(np.array([0.0, bias], np.float32))
-    agent = Reinforce(policy, environment(warm))
+    agent = _benchmark_agent(dff, images, labels, num_classes)
     tap = agent.env.deviation_tap
     rng = np.random.default_rng(FLAGS.seed)
     starts = [agent.env.sample_start(rng) for _ in range(FLAGS.episodes)]
@@ -123,7 +155,7 @@ def main(argv):
                  agent.policy_fn, tap, num_classes)
 
     cache = VideoCache(dff, images, labels, num_classes, batch_size=FLAGS.cache_batch_size)
-    env = environment(cache)
+    env = _environment(cache)
     t0 = time.perf_counter()
     # all episodes of an update step as one batch: one policy call and one pair prefetch per step
     episodes = env.rollout_many(agent.policy_fn, sampled_actions(), starts, np.random.default_rng(FLAGS.seed))
@@ -131,17 +163,8 @@ def main(argv):
     t0 = time.perf_counter()
     replayed = [naive_replay(dff, images, labels, e, agent.policy_fn, tap, num_classes) for e in episodes]
     naive_s = time.perf_counter() - t0
-
-    # the training path: the pair table once, then lookups only (the same episodes' starts and seed)
-    table = VideoCache(dff, images, labels, num_classes, batch_size=FLAGS.cache_batch_size)
-    t0 = time.perf_counter()
-    table_pairs = table.prefetch_gaps(FLAGS.table_horizon)
-    table_build_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    table_episodes = environment(table, FLAGS.table_horizon).rollout_many(
-        agent.policy_fn, sampled_actions(), starts, np.random.default_rng(FLAGS.seed))
-    table_s = time.perf_counter() - t0
-    table_steps = int(sum(e.active.sum() for e in table_episodes))
+    table, table_pairs, table_build_s, table_s, table_steps = _time_pair_table(dff, images, labels, num_classes,
+                                                                                agent, starts)
     table_rate = table_steps / table_s
 
     steps = int(sum(e.active.sum() for e in episodes))
@@ -163,15 +186,7 @@ def main(argv):
           f"0 | 0 | {table_rate / naive_rate:.1f}x |")
     print(f"| pair table, one-off build (gaps 1-{FLAGS.table_horizon}, {FLAGS.frames} frames) | {table_build_s:.2f} | - | "
           f"{table.key_computations} | {table_pairs} | - |")
-    paper_steps = 2400 * 32 * 269      # §4.2: 2,400 episodes x 32 trials x 270 frames (an upper bound:
-    print()                            # trials stopped by the KAR limit take fewer steps)
-    print(f"projected paper-config RL training ({paper_steps:,} trial-steps at most): cached "
-          f"{paper_steps / cached_rate / 3600:.1f} h, naive {paper_steps / naive_rate / 3600:.1f} h on this device "
-          f"at S={FLAGS.crop_size} (pairs are shared more as the cache fills, so the cached figure is pessimistic)")
-    per_frame_table_s = table_build_s / FLAGS.frames
-    print(f"pair-table path: {paper_steps / table_rate / 3600:.2f} h of trials + {per_frame_table_s:.2f} s of table "
-          f"per video frame at horizon {FLAGS.table_horizon} (300VW set B, 51 videos of ~2,000 frames: "
-          f"{51 * 2000 * per_frame_table_s / 3600:.1f} h, once)")
+    _print_projection(cached_rate, naive_rate, table_rate, table_build_s)
     # the two paths are the same environment: same rewards (argmax masks; float noise of batched
     # vs batch-1 convolutions stays far below a changed mask pixel here)
     assert diff <= 1e-9, f"cached and naive rewards differ by {diff:.2e}"

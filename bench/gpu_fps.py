@@ -235,21 +235,32 @@ def pipeline_rows(args, log):
     """FlowNet2-s interpolation, the streamed dynamic pipeline and its RL pricing."""
     import keras
     import numpy as np
-    from keras import ops
 
-    from bench.streams import face_frames, timed_stream
-    from eval import metrics
-    from eval.curves import model_time_fps
-    from eval.runtime import DynamicSegmenter
-    from rl_scheduler import build_policy
-    from rl_scheduler.schedulers import make_scheduler
+    from bench.streams import face_frames
 
     dff = build_dff(args)
-    models = [dff.segmenter, dff.flow_net]
     lengths = {k: k * max(2, math.ceil(args.min_frames / k)) for k in args.akis}
     frames = face_frames(max(list(lengths.values()) + [args.min_frames]), args.size, args.seed)
     key_frame, frame = on_device(frames[:1].astype(np.float32)), on_device(frames[3:4].astype(np.float32))
     compiled = CompiledDFF(dff)
+    stage = _device_stage_ms(args, dff, compiled, key_frame, frame)
+    log("  device ms: " + ", ".join(f"{k} {v:.2f}" for k, v in stage.items()))
+
+    runtime_dff = compiled if keras.backend.backend() == "jax" else dff
+    streamed, stage_ms = _streamed_runs(args, runtime_dff, frames, lengths)
+    log("  runtime median ms (masks fetched to the host): " + ", ".join(f"{k} {v:.2f}" for k, v in stage_ms.items()))
+    return _pipeline_table(args, stage, streamed), dict(device_ms=stage, runtime_ms=stage_ms)
+
+
+def _device_stage_ms(args, dff, compiled, key_frame, frame):
+    """Milliseconds of each DFF stage and of the RL policy on the device (masks, argmax, left there)."""
+    import keras
+    import numpy as np
+    from keras import ops
+
+    from rl_scheduler import build_policy
+
+    models = [dff.segmenter, dff.flow_net]
     features = compiled.key(key_frame)["features"]
     flow = compiled.flow(key_frame, frame)
     stage = {   # on the device, masks (argmax) included and left there
@@ -267,9 +278,17 @@ def pipeline_rows(args, log):
     expert = on_device(np.array([[0.1, 0.2]], np.float32))
     stage["policy"] = time_ms(compile_fn(lambda d, e: policy([d, e], training=False)[:, 1], [policy]),
                               (tap, expert), args.warmup, args.runs, fetch=True)
-    log("  device ms: " + ", ".join(f"{k} {v:.2f}" for k, v in stage.items()))
+    return stage
 
-    runtime_dff = compiled if keras.backend.backend() == "jax" else dff
+
+def _streamed_runs(args, runtime_dff, frames, lengths):
+    """({K: timed_stream at fixed interval K}, the runtime's median ms per stage), K = 1 and args.akis."""
+    import numpy as np
+
+    from bench.streams import timed_stream
+    from eval.runtime import DynamicSegmenter
+    from rl_scheduler.schedulers import make_scheduler
+
     DynamicSegmenter(runtime_dff, make_scheduler("fixed", threshold=2)).warm_up(frames[0])
     timed_stream(runtime_dff, 2, frames[:6])          # first-run allocations
     streamed = {1: timed_stream(runtime_dff, 1, frames[:args.min_frames])}
@@ -279,7 +298,13 @@ def pipeline_rows(args, log):
     stage_ms = {"key": float(np.median([r.ms["key"] for r in streamed[1][0]])),
                 "flow": float(np.median([r.ms["flow"] for r in non_key])) if non_key else math.nan,
                 "warp_task": float(np.median([r.ms["warp_task"] for r in non_key])) if non_key else math.nan}
-    log("  runtime median ms (masks fetched to the host): " + ", ".join(f"{k} {v:.2f}" for k, v in stage_ms.items()))
+    return streamed, stage_ms
+
+
+def _pipeline_table(args, stage, streamed):
+    """The rows: F's interpolation, each streamed run, and RL priced at the device stage times."""
+    from eval import metrics
+    from eval.curves import model_time_fps
 
     rows = [dict(name="FlowNet2-s interpolation (F + warp x scale + task_net)", scales=None,
                  ms=stage["interpolation"], fps=1000.0 / stage["interpolation"], paper_fps=PAPER_FPS["flownet2s"])]
@@ -297,7 +322,7 @@ def pipeline_rows(args, log):
         fps = model_time_fps([keys], "rl", device_ms)
         rows.append(dict(name=f"dynamic, RL scheduler at AKI {metrics.aki(keys):g}, priced at the device stage times",
                          aki=metrics.aki(keys), ms=1000.0 / fps, fps=fps, paper_fps=None))
-    return rows, dict(device_ms=stage, runtime_ms=stage_ms)
+    return rows
 
 
 def format_table(rows, size):

@@ -238,16 +238,32 @@ def _figures(workdir):
 
 def write_report(workdir, results):
     """Writes `workdir/report.md` from the results.json dict; returns its path."""
-    config, dataset, claim = results["config"], results["dataset"], results["claim"]
-    timings = results.get("timings", {})
-    seconds = timings.get("seconds_per_stage", {})
-    parts = [
+    parts = (_setup_parts(results) + _claim_parts(results) + _table1_parts(results) + _figure_parts(workdir, results)
+             + ["## Sweep points (AKI-mIoU and FPS-mIoU curves)", curves_markdown(results["curves"])]
+             + _timing_parts(results.get("timings", {})))
+    parts.append("Numbers are measured by this run (results.json); nothing here is copied from the paper.")
+    path = os.path.join(workdir, "report.md")
+    atomic.write_text(path, "\n\n".join(parts) + "\n")
+    return path
+
+
+def _setup_parts(results):
+    """The report's title, data and models."""
+    config, dataset = results["config"], results["dataset"]
+    return [
         f"# Reproduction report: config `{config['name']}`",
         f"Data: {dataset['source']}. Training videos: {' '.join(dataset['train_videos'])}. "
         f"Held-out test videos (never used to train any stage): {' '.join(dataset['test_videos'])}.",
         f"Segmenter N: {config['segmenter']['backbone']} at S = {config['segmenter']['crop_size']}; "
         f"FlowNet2-s width {config['flow']['width']:g}; RL KAR limits: "
         f"{', '.join(f'{k:g}' for k in config['kar_limits'])}.",
+    ]
+
+
+def _claim_parts(results):
+    """The claim at matched AKI, every scheduler per target, the oracle share and the RL diagnostics."""
+    claim = results["claim"]
+    return [
         "## The claim (§11): RL against the best baseline at matched AKI",
         f"**{claim['statement']}** Target: RL >= best baseline + {claim['target_points']:g} point at AKI >= "
         f"{claim['aki_min']:g}. Each scheduler's knob was calibrated to the target AKIs; a point is a measured "
@@ -269,9 +285,12 @@ def write_report(workdir, results):
         "the deviation features can tell about where a key pays (rl_scheduler.probe).",
         diagnostics.rl_markdown(results.get("diagnostics", {}).get("rl", {})),
         diagnostics.stage_markdown(results.get("training", {})),
-        "## Table 1: preliminary networks (test videos)",
-        table1_markdown(results["table1"]),
     ]
+
+
+def _table1_parts(results):
+    """Table 1, F's mIoU per gap and N per class."""
+    parts = ["## Table 1: preliminary networks (test videos)", table1_markdown(results["table1"])]
     if results.get("gap_miou"):
         gaps = results["gap_miou"]
         parts.append("FlowNet2-s interpolation mIoU by key-current gap: "
@@ -284,18 +303,23 @@ def write_report(workdir, results):
         parts += ["### N per class: synthetic test videos vs the real face 901"
                   if real or results["table1_per_class"].get("real_face_note") else "### N per class (test videos)",
                   per_class]
-    parts += ["## Figures"] + [f"![{caption}](figures/{name})\n\n*{caption}*" for name, caption in _figures(workdir)]
+    return parts
+
+
+def _figure_parts(workdir, results):
+    parts = ["## Figures"] + [f"![{caption}](figures/{name})\n\n*{caption}*" for name, caption in _figures(workdir)]
     missing = results.get("figures", {}).get("missing", [])
     if missing:
         parts.append("Not drawn (their inputs are missing): " + "; ".join(missing) + ".")
-    parts += ["## Sweep points (AKI-mIoU and FPS-mIoU curves)", curves_markdown(results["curves"])]
-    if seconds:
-        cpu = timings.get("cpu_seconds_per_stage", {})
-        parts += ["## Time per stage", "Wall-clock and CPU seconds (all threads) of the run that finished each "
-                  "stage.\n\n| stage | seconds | CPU seconds |\n|---|---|---|\n" + "\n".join(
-                      f"| {k} | {v:.1f} | {cpu.get(k, 0.0):.1f} |" for k, v in seconds.items())
-                  + f"\n| total | {sum(seconds.values()):.1f} | {sum(cpu.values()):.1f} |"]
-    parts.append("Numbers are measured by this run (results.json); nothing here is copied from the paper.")
-    path = os.path.join(workdir, "report.md")
-    atomic.write_text(path, "\n\n".join(parts) + "\n")
-    return path
+    return parts
+
+
+def _timing_parts(timings):
+    seconds = timings.get("seconds_per_stage", {})
+    if not seconds:
+        return []
+    cpu = timings.get("cpu_seconds_per_stage", {})
+    return ["## Time per stage", "Wall-clock and CPU seconds (all threads) of the run that finished each "
+            "stage.\n\n| stage | seconds | CPU seconds |\n|---|---|---|\n" + "\n".join(
+                f"| {k} | {v:.1f} | {cpu.get(k, 0.0):.1f} |" for k, v in seconds.items())
+            + f"\n| total | {sum(seconds.values()):.1f} | {sum(cpu.values()):.1f} |"]

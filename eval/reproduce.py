@@ -2,8 +2,8 @@
 
     python -m eval.reproduce --workdir=W [--config=tiny|smoke|paper] [--data_dir=D]
 
-Stages, in order: data -> prepare -> segmenter (N) -> table1 (N's scale sets) -> flownet_pretrain (F learns
-motion from generated pairs with known flow) -> flownet (F fine-tuned as §4.2) ->
+Stages, in order (eval.stages): data -> prepare -> segmenter (N) -> table1 (N's scale sets) ->
+flownet_pretrain (F learns motion from generated pairs with known flow) -> flownet (F fine-tuned as §4.2) ->
 flownet_eval (Table 1's FlowNet2-s row) -> rl_eta<η> (one per KAR limit) -> dvsnet -> sweeps -> figures
 -> report. Each stage calls the stage function of its package (docs/interfaces.md, "Stage functions") with
 the preset's hyper-parameters (eval.presets). A finished stage leaves `W/stages/<name>.json` (its returned
@@ -26,6 +26,7 @@ from eval import real_face
 from eval import report as report_lib
 from eval import workdir as workdir_lib
 from eval.splits import resolve_split  # noqa: F401 (the split rules live there; tests call it here)
+from eval.stages import stage_list
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Work directory: data/, prepared/, checkpoints/, figures/, report.md, "
@@ -42,10 +43,6 @@ flags.DEFINE_string("segmenter_init", None, "TF1 DeepLab model-zoo checkpoint to
 flags.DEFINE_string("flownet_init", None, "TF1 FlowNet2 checkpoint to fine-tune F from (§4.2).")
 flags.DEFINE_string("stop_after", None, "Stop after this stage (e.g. segmenter); re-run later to continue.")
 flags.mark_flag_as_required("workdir")
-
-
-def _eta_name(kar_limit):
-    return f"rl_eta{kar_limit:g}"
 
 
 class Pipeline:
@@ -107,181 +104,6 @@ class Pipeline:
         workdir_lib.write_stage_record(record, result, seconds, cpu_seconds)
         self.results[name], self.timings[name], self.cpu_timings[name] = result, seconds, cpu_seconds
         return result
-
-def _call(fn, *args, log=print, **kwargs):
-    """`fn(*args, **kwargs)`, dropping (loudly) preset keys the stage function does not take; `log`
-    goes to the functions that take one."""
-    import inspect
-    params = inspect.signature(fn).parameters
-    if "log" in params:
-        kwargs["log"] = log
-    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        dropped = sorted(k for k in kwargs if k not in params)
-        if dropped:
-            log(f"warning: {fn.__module__}.{fn.__name__} takes no {', '.join(dropped)}; not passed")
-        kwargs = {k: v for k, v in kwargs.items() if k in params}
-    return fn(*args, **kwargs)
-
-
-def _batch_norm_layers(model):
-    import keras
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            yield layer
-        elif hasattr(layer, "layers"):
-            yield from _batch_norm_layers(layer)
-
-
-def recalibrate_batch_norm(segmenter_dir, out_dir, prepared_dir, video_ids, batches, batch_size=8, seed=0):
-    """Precise BN (Wu & Johnson 2021): N of `segmenter_dir` with its batch-norm moving statistics
-    replaced by their average over `batches` random batches of training frames; written as a stage dir
-    (config.json, final.weights.h5, DONE) that later stages load in place of the trained one."""
-    import numpy as np
-    import tensorflow as tf
-
-    from deeplab_face import load_segmenter
-    from deeplab_face.data.pipelines import load_video
-    model = load_segmenter(segmenter_dir)
-    norms = list(_batch_norm_layers(model))
-    for layer in norms:
-        layer.momentum = 0.0    # a training-mode call then leaves exactly that batch's statistics
-    forward = tf.function(lambda x: model(x, training=True))
-    frames = np.concatenate([load_video(prepared_dir, v)[0] for v in video_ids])
-    rng = np.random.default_rng(seed)
-    sums = [[0.0, 0.0] for _ in norms]
-    for _ in range(batches):
-        forward(frames[rng.choice(len(frames), batch_size, replace=False)].astype(np.float32))
-        for total, layer in zip(sums, norms):
-            total[0] += layer.moving_mean.numpy()
-            total[1] += layer.moving_variance.numpy()
-    for (mean, variance), layer in zip(sums, norms):
-        layer.moving_mean.assign(mean / batches)
-        layer.moving_variance.assign(variance / batches)
-    stage_lib.finish_stage(out_dir, model, stage_lib.read_stage_config(segmenter_dir, "segmenter"))
-    return {"batch_norm_layers": len(norms), "batches": batches, "batch_size": batch_size,
-            "source": segmenter_dir}
-
-
-# -- the stages -------------------------------------------------------------------------------------
-def stage_list(p, split, segmenter_init=None, flownet_init=None):
-    """[(name, description, fn, training)] in pipeline order."""
-    e = p.experiment
-    trained_seg_dir, flow_dir = p.checkpoint_dir("segmenter"), p.checkpoint_dir("flownet")
-    seg_dir = p.checkpoint_dir("segmenter_bn") if e.recalibrate_bn else trained_seg_dir
-    all_videos = sorted(set(split.segmenter_train + split.segmenter_val + split.scheduler_train
-                            + split.scheduler_val + split.test + split.real_test))
-
-    def data():
-        from deeplab_face.make_synthetic import make_synthetic
-        d = e.data
-        return make_synthetic(p.data_dir, videos=d.synthetic_videos, frames=d.synthetic_frames,
-                              size=d.synthetic_size, seed=d.seed, demo_clip=d.demo_clip,
-                              long_videos=d.long_videos, long_frames=d.long_frames, real_clip=d.real_clip,
-                              log=p.log)
-
-    def prepare():
-        from deeplab_face.prepare_300vw import prepare as prepare_fn
-        return prepare_fn(p.data_dir, p.prepared_dir, size=e.data.crop_size, video_ids=all_videos,
-                          exclude=p.exclude)
-
-    def train_segmenter(stage, backbone):
-        from deeplab_face.train import train_eval
-        hparams = dict(dataclasses.asdict(e.segmenter), backbone=backbone)
-        if segmenter_init and backbone == e.segmenter.backbone:
-            hparams["init_checkpoint"] = segmenter_init
-        return _call(train_eval, p.checkpoint_dir(stage), p.prepared_dir, list(split.segmenter_train),
-                     list(split.segmenter_val), log=p.log, **hparams)
-
-    def table1():
-        from deeplab_face.evaluate import evaluate
-        rows = []
-        for stage_dir in [seg_dir] + [p.checkpoint_dir(f"segmenter_{b}") for b in e.table1.extra_backbones]:
-            # (evaluate gives the VGG models their single "N/A" row itself)
-            out = _call(evaluate, stage_dir, p.prepared_dir, list(split.test), log=p.log,
-                        scale_sets=e.table1.scale_sets, flip=e.table1.flip, max_frames=e.table1.max_frames)
-            rows += out["table1"]
-        # N per class: the test videos against the real face (Split.real_test, Table 1 only)
-        per_class = real_face.per_class_iou(seg_dir, p.prepared_dir, {"test": split.test, "real_face": split.real_test},
-                                            max_frames=e.table1.max_frames, log=p.log)
-        return {"table1": rows, "per_class": per_class}
-
-    def pretrain_flownet():
-        from flownet2s.pretrain import pretrain
-        return _call(pretrain, p.checkpoint_dir("flownet_pretrain"), log=p.log, width=e.flow.width,
-                     face_crop_size=e.data.crop_size, **dataclasses.asdict(e.flow_pretrain))
-
-    def train_flownet():
-        from flownet2s.train import train_eval
-        hparams = dataclasses.asdict(e.flow)
-        if flownet_init:
-            hparams["init_checkpoint"] = flownet_init
-        elif e.flow_pretrain.steps:
-            hparams["init_stage"] = p.checkpoint_dir("flownet_pretrain")
-        return _call(train_eval, flow_dir, p.prepared_dir, seg_dir, list(split.segmenter_train),
-                     list(split.segmenter_val), log=p.log, **hparams)
-
-    def flownet_eval():
-        from flownet2s.evaluate import evaluate
-        return _call(evaluate, seg_dir, flow_dir, p.prepared_dir, list(split.test), log=p.log,
-                     gaps=e.table1.gaps, max_frames=e.table1.max_frames, flow_resolution=e.flow.flow_resolution)
-
-    def train_dvsnet():
-        from rl_scheduler.train_dvsnet import train_eval
-        return _call(train_eval, p.checkpoint_dir("dvsnet"), p.prepared_dir, seg_dir, flow_dir,
-                     list(split.scheduler_train), list(split.scheduler_val), log=p.log,
-                     flow_resolution=e.flow.flow_resolution, pair_table_dir=str(p.workdir / "pair_tables"),
-                     **dataclasses.asdict(e.dvsnet))
-
-    def train_rl(kar_limit):
-        from rl_scheduler.train import train_eval
-        return _call(train_eval, p.checkpoint_dir(_eta_name(kar_limit)), p.prepared_dir, seg_dir, flow_dir,
-                     list(split.scheduler_train), list(split.scheduler_val), log=p.log, kar_limit=kar_limit,
-                     flow_resolution=e.flow.flow_resolution, pair_table_dir=str(p.workdir / "pair_tables"),
-                     **dataclasses.asdict(e.rl))
-
-    def sweeps():
-        from eval import sweeps as sweeps_lib
-        return _call(sweeps_lib.run_sweeps, str(p.workdir / "sweeps"), p.prepared_dir, seg_dir, flow_dir,
-                     {eta: p.checkpoint_dir(_eta_name(eta)) for eta in e.kar_limits},
-                     p.checkpoint_dir("dvsnet"), list(split.test), log=p.log,
-                     flow_resolution=e.flow.flow_resolution, **dataclasses.asdict(e.sweep))
-
-    def figures():
-        from eval import figures as figures_lib
-        return _call(figures_lib.make_figures, str(p.workdir / "figures"), str(p.workdir), log=p.log)
-
-    stages = []
-    if p.external_data is None:
-        stages.append(("data", f"embedded data: {e.data.synthetic_videos} synthetic videos x "
-                       f"{e.data.synthetic_frames} frames" + (" + the astronaut clip" if e.data.demo_clip else "")
-                       + (" + the real-face clip" if e.data.real_clip else ""),
-                       data, False))
-    stages.append(("prepare", f"face crops at S={e.data.crop_size} for {len(all_videos)} videos", prepare, False))
-    stages.append(("segmenter", f"train N ({e.segmenter.backbone}, S={e.segmenter.crop_size}, "
-                   f"{e.segmenter.steps} steps) on {len(split.segmenter_train)} videos",
-                   lambda: train_segmenter("segmenter", e.segmenter.backbone), True))
-    if e.recalibrate_bn:
-        stages.append(("segmenter_bn", f"re-estimate N's batch-norm statistics ({e.recalibrate_bn} batches)",
-                       lambda: recalibrate_batch_norm(trained_seg_dir, seg_dir, p.prepared_dir,
-                                                      split.segmenter_train, e.recalibrate_bn,
-                                                      seed=e.segmenter.seed), False))
-    for backbone in e.table1.extra_backbones:
-        stages.append((f"segmenter_{backbone}", f"train the Table 1 model {backbone}",
-                       lambda b=backbone: train_segmenter(f"segmenter_{b}", b), True))
-    stages.append(("table1", f"Table 1: N at scales {e.table1.scale_sets} on the test videos", table1, False))
-    if e.flow_pretrain.steps and not flownet_init:
-        stages.append(("flownet_pretrain", f"pretrain F on generated pairs with known flow "
-                       f"({e.flow_pretrain.steps} steps, EPE loss)", pretrain_flownet, True))
-    stages.append(("flownet", f"fine-tune F (width {e.flow.width}, {e.flow.steps} steps, gaps "
-                   f"{e.flow.min_gap}-{e.flow.max_gap})", train_flownet, True))
-    stages.append(("flownet_eval", "Table 1: the FlowNet2-s row, mIoU per gap", flownet_eval, False))
-    for eta in e.kar_limits:   # first: their pair tables (W/pair_tables) serve the DVSNet stage too
-        stages.append((_eta_name(eta), f"train the RL policy, KAR limit {eta:g}, {e.rl.episodes} episodes",
-                       lambda eta=eta: train_rl(eta), True))
-    stages.append(("dvsnet", f"train the DVSNet decision network ({e.dvsnet.epochs} epochs)", train_dvsnet, True))
-    stages.append(("sweeps", f"scheduler sweeps on the test videos {' '.join(split.test)}", sweeps, False))
-    stages.append(("figures", "Fig. 3, 4, 6, 7, 8 and Table 1", figures, False))
-    return stages
 
 
 # -- results.json -----------------------------------------------------------------------------------

@@ -180,6 +180,7 @@ def trace_all(caches, makers, targets, num_classes, stage_ms, keep_masks, probes
     return ordered, {n: records[n] for n in ordered}, extras
 
 
+# (long only by its signature and docstring, the sweeps preset's keys; the body is under 50 lines)
 def run_sweeps(out_dir, prepared_dir, segmenter_dir, flownet_dir, rl_dirs, dvsnet_dir, test_videos,
                target_akis=DEFAULT_TARGET_AKIS, aki_tolerance=0.1, max_calibration_runs=8, min_keys_per_video=8,
                rl_thresholds=(0.5,), dvsnet_thresholds=(90.0,), flow_magnitude_thresholds=(1.0,), intervals=(),
@@ -219,20 +220,11 @@ def run_sweeps(out_dir, prepared_dir, segmenter_dir, flownet_dir, rl_dirs, dvsne
     num_classes = int(dff.segmenter.output_shape[-1])
     videos = [load_video(prepared_dir, str(v), 0, max_frames) for v in test_videos]
     frames = [len(images) for images, _ in videos]
-    targets, dropped = select_targets(target_akis, frames, min_keys_per_video)
-    if not targets:
-        raise ConfigError(f"--target_akis: none of {list(target_akis)} fits the shortest test video "
-                          f"({min(frames)} frames) with {min_keys_per_video} keys (--min_keys_per_video)")
-    if dropped:
-        log(f"sweeps: target AKIs {', '.join(f'{t:g}' for t in dropped)} dropped: above the shortest test video "
-            f"({min(frames)} frames) / {min_keys_per_video} keys")
+    targets, dropped = _fitting_targets(target_akis, frames, min_keys_per_video, log)
     size = videos[0][0].shape[1]
     total = sum(frames)
-    oracle_pairs = 0
-    if oracle:   # the oracle's pairs, for the mask budget and the log
-        for t in targets:
-            c, g = oracle_lib.grid_for(t, max(frames), oracle_max_gap, oracle_candidate_stride, oracle_pairs_per_frame)
-            oracle_pairs += sum(len(oracle_lib.needed_pairs(n, min(c, g, n), min(g, n))) for n in frames)
+    oracle_pairs = _oracle_pair_count(targets, frames, oracle_max_gap, oracle_candidate_stride,
+                                      oracle_pairs_per_frame) if oracle else 0
     keep_masks = (total * PAIRS_PER_FRAME_ESTIMATE + oracle_pairs) * size * size <= MASK_BUDGET_BYTES
     caches = [VideoCache(dff, images, labels, num_classes=num_classes, batch_size=cache_batch_size,
                          keep_masks=keep_masks) for images, labels in videos]
@@ -245,12 +237,7 @@ def run_sweeps(out_dir, prepared_dir, segmenter_dir, flownet_dir, rl_dirs, dvsne
 
     probes = {"rl": rl_thresholds, "dvsnet": dvsnet_thresholds, "flow_magnitude": flow_magnitude_thresholds,
               "fixed": intervals, "random": intervals}
-    representatives = {}    # each scheduler at its start knob, for its decision time
-    for _, name, _, make in makers:
-        if name not in representatives:
-            start = float(np.median(probes[name])) if len(probes[name]) else knob_for(name).start
-            representatives[name] = make(start)
-    stage_ms = measure_stage_ms(dff, representatives, videos[0][0][:timing_frames])
+    stage_ms = measure_stage_ms(dff, _representatives(makers, probes), videos[0][0][:timing_frames])
     log("stage ms (median): " + ", ".join(f"{k} {v:.2f}" for k, v in stage_ms.items() if k in ("flow", "key", "warp_task"))
         + ", policy " + ", ".join(f"{k} {v:.2f}" for k, v in stage_ms["policy"].items()))
 
@@ -258,11 +245,8 @@ def run_sweeps(out_dir, prepared_dir, segmenter_dir, flownet_dir, rl_dirs, dvsne
                                         aki_tolerance, max_calibration_runs, log=log)
     placements = {}
     if oracle:
-        before = sum(c.pair_computations for c in caches)
-        curves["oracle"], placements = oracle_lib.oracle_curve(
-            caches, targets, oracle_max_gap, oracle_candidate_stride, oracle_pairs_per_frame,
-            tolerance=aki_tolerance, verbose=log is print, log=log)
-        log(f"sweeps: oracle computed {sum(c.pair_computations for c in caches) - before} new pairs")
+        curves["oracle"], placements = _oracle(caches, targets, oracle_max_gap, oracle_candidate_stride,
+                                               oracle_pairs_per_frame, aki_tolerance, log)
     figure_aki, chosen = figure_points(records, target_aki)
     samples = fig8_samples(dff, *videos[0], records, chosen, num_classes, cache=caches[0])
     with atomic.replacing(os.path.join(out_dir, "fig8_samples.npz"), suffix=".npz") as tmp:
@@ -274,10 +258,58 @@ def run_sweeps(out_dir, prepared_dir, segmenter_dir, flownet_dir, rl_dirs, dvsne
                   figure_aki=figure_aki, figure_video=str(test_videos[0]), test_videos=[str(v) for v in test_videos],
                   frames=total, keep_masks=keep_masks,
                   fps_formula="1000*frames/(keys*key + non_keys*warp_task + flows*flow + decisions*policy)")
+    _write_json_files(out_dir, result, dict(records=records, chosen=chosen, figure_aki=figure_aki,
+                                            figure_video=str(test_videos[0]), frames_per_video=frames,
+                                            oracle_keys={f"{t:g}": k for t, k in placements.items()}))
+    return result
+
+
+def _fitting_targets(target_akis, frames, min_keys_per_video, log):
+    """(targets, dropped): the target AKIs every test video holds `min_keys_per_video` keys at, and the rest."""
+    from deeplab_face.errors import ConfigError
+
+    targets, dropped = select_targets(target_akis, frames, min_keys_per_video)
+    if not targets:
+        raise ConfigError(f"--target_akis: none of {list(target_akis)} fits the shortest test video "
+                          f"({min(frames)} frames) with {min_keys_per_video} keys (--min_keys_per_video)")
+    if dropped:
+        log(f"sweeps: target AKIs {', '.join(f'{t:g}' for t in dropped)} dropped: above the shortest test video "
+            f"({min(frames)} frames) / {min_keys_per_video} keys")
+    return targets, dropped
+
+
+def _oracle_pair_count(targets, frames, max_gap, candidate_stride, pairs_per_frame):
+    """The pairs the oracle computes over every target, for the mask budget and the log."""
+    count = 0
+    for t in targets:
+        c, g = oracle_lib.grid_for(t, max(frames), max_gap, candidate_stride, pairs_per_frame)
+        count += sum(len(oracle_lib.needed_pairs(n, min(c, g, n), min(g, n))) for n in frames)
+    return count
+
+
+def _oracle(caches, targets, max_gap, candidate_stride, pairs_per_frame, tolerance, log):
+    """(the oracle's curve, its key placements) (eval.oracle), logging the pairs it added."""
+    before = sum(c.pair_computations for c in caches)
+    curve, placements = oracle_lib.oracle_curve(caches, targets, max_gap, candidate_stride, pairs_per_frame,
+                                                tolerance=tolerance, verbose=log is print, log=log)
+    log(f"sweeps: oracle computed {sum(c.pair_computations for c in caches) - before} new pairs")
+    return curve, placements
+
+
+def _representatives(makers, probes):
+    """{scheduler name: one scheduler at its start knob}, for its decision time."""
+    representatives = {}
+    for _, name, _, make in makers:
+        if name not in representatives:
+            start = float(np.median(probes[name])) if len(probes[name]) else knob_for(name).start
+            representatives[name] = make(start)
+    return representatives
+
+
+def _write_json_files(out_dir, result, points):
+    """out_dir/points.json and out_dir/sweeps.json."""
     # atomic (deeplab_face.atomic), with json's own NaN for frames without labels, as the readers expect
     with atomic.replacing(os.path.join(out_dir, "points.json")) as tmp, open(tmp, "w") as f:
-        json.dump(dict(records=records, chosen=chosen, figure_aki=figure_aki, figure_video=str(test_videos[0]),
-                       frames_per_video=frames, oracle_keys={f"{t:g}": k for t, k in placements.items()}), f)
+        json.dump(points, f)
     with atomic.replacing(os.path.join(out_dir, "sweeps.json")) as tmp, open(tmp, "w") as f:
         json.dump(result, f, indent=1)
-    return result
