@@ -33,7 +33,6 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
@@ -44,8 +43,9 @@ from deeplab_face.errors import ConfigError  # noqa: E402
 from deeplab_face.prediction import dataset_miou, make_predictor, read_manifest  # noqa: E402
 from deeplab_face import defaults  # noqa: E402
 from deeplab_face.defaults import LEARNING_POWER, MOMENTUM  # noqa: E402
-from deeplab_face.training import (pixel_cross_entropy, replica_regularization, replica_share,  # noqa: E402
-                                   resolve_videos, scalar_summary, valid_pixels)
+from deeplab_face.training import (check_finite, configure_batch_norm, decayed_kernels,  # noqa: E402
+                                   log_scalars, pixel_cross_entropy, replica_regularization,
+                                   replica_share, resolve_videos, scalar_summary, valid_pixels)
 
 BN_FINE_TUNE_MIN_BATCH = 12  # DeepLab: fine-tuning batch norm needs a batch >= 12
 SCRATCH_BN_MOMENTUM = 0.99  # batch-norm decay for from-scratch runs (module docstring)
@@ -55,27 +55,6 @@ def poly_learning_rate(step, base, steps, power=LEARNING_POWER):
     """DeepLab's polynomial decay to 0 at `steps` (tf.compat.v1.train.polynomial_decay)."""
     progress = tf.minimum(tf.cast(step, tf.float32), float(steps)) / float(max(steps, 1))
     return base * (1.0 - progress) ** power
-
-
-def decayed_kernels(model):
-    """Kernels that slim's weights_regularizer covers: conv / dense / pointwise, not depthwise or BN."""
-    kernels = []
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if not layer.trainable or isinstance(layer, keras.layers.DepthwiseConv2D):
-            continue
-        if isinstance(layer, keras.layers.SeparableConv2D):
-            kernels.append(layer.pointwise_kernel)
-        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose,
-                                keras.layers.Dense)):
-            kernels.append(layer.kernel)
-    return kernels
-
-
-def set_batch_norm_trainable(model, trainable):
-    """Keras BN with trainable=False runs in inference mode: DeepLab's fine_tune_batch_norm=False."""
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = trainable
 
 
 def _resize_to(crop_size, images, labels):
@@ -135,60 +114,34 @@ def _import_init_checkpoint(model, init_checkpoint, reinit_logits, last_layers_c
     return report
 
 
-# Kept whole: one resumable training loop read top to bottom (setup, steps, validation, finished stage);
-# its shared parts are in deeplab_face.training.
-def train_eval(root_dir, prepared_dir, train_videos, val_videos=(), backbone=defaults.BACKBONE,
-               crop_size=defaults.CROP_SIZE, output_stride=defaults.OUTPUT_STRIDE, batch_size=defaults.BATCH_SIZE,
-               steps=defaults.STEPS, learning_rate=defaults.LEARNING_RATE, weight_decay=defaults.WEIGHT_DECAY,
-               init_checkpoint=None, reinit_logits=True, seed=0,
-               checkpoint_every=defaults.CHECKPOINT_EVERY, learning_power=LEARNING_POWER, momentum=MOMENTUM,
-               eval_every=0, num_classes=NUM_CLASSES, split="decoder", fine_tune_batch_norm=None,
-               augment=True, val_max_frames=None, verbose=1, bn_momentum=None, head=None,
-               last_layers_contain_logits_only=True, strategy="default"):
-    """Trains N into `root_dir` (resuming from `root_dir/ckpt`); returns its final numbers.
-
-    eval_every: validation mIoU every so many steps (0: only at the end; needs val_videos).
-    fine_tune_batch_norm: None = batch_size >= 12 or no init_checkpoint (module docstring).
-    head: DeepLab-V3+ head options (build_segmenter; config.json records them resolved).
-    reinit_logits / last_layers_contain_logits_only: how init_checkpoint is imported
-    (init_import_mode; reinit_logits is TF DeepLab's `not initialize_last_layer`).
-    strategy: "default", "mirrored", "multi_worker" or a tf.distribute.Strategy (module docstring);
-    batch_size is the global batch. Only the chief writes root_dir's files.
-    """
+def _build_training(root_dir, strategy, segmenter_args, head, fine_tune_batch_norm, bn_momentum,
+                    learning_rate, momentum, init):
+    """N, its SGD optimizer, the resumable checkpoint's (step, manager, restored) and, when a fresh
+    run starts from init = (init_checkpoint, reinit_logits, last_layers_contain_logits_only), the
+    import report (else None); all made under `strategy`."""
     import deeplab_face
-    if steps < 1 or batch_size < 1:
-        raise ConfigError(f"--steps={steps} / --batch_size={batch_size}: must be positive")
-    strategy = distribute.strategy_of(strategy)
-    chief, out_dir = distribute.is_chief(strategy), distribute.write_dir(root_dir, strategy)
-    keras.utils.set_random_seed(seed)
-    train_videos, val_videos = resolve_videos(prepared_dir, train_videos, val_videos)
+    init_checkpoint, reinit_logits, last_layers_contain_logits_only = init
     with strategy.scope():
-        model = deeplab_face.build_segmenter(backbone, num_classes, crop_size, output_stride, split,
-                                             **(head or {}))
-        if fine_tune_batch_norm is None:
-            fine_tune_batch_norm = batch_size >= BN_FINE_TUNE_MIN_BATCH or not init_checkpoint
-        set_batch_norm_trainable(model, fine_tune_batch_norm)   # per replica: module docstring
-        if bn_momentum is None and not init_checkpoint:
-            bn_momentum = SCRATCH_BN_MOMENTUM
-        if bn_momentum is not None:
-            for layer in model._flatten_layers(include_self=False):
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.momentum = float(bn_momentum)
-        logits_model = model.logits_model  # frames -> upsampled logits (the softmax's input)
-        variables = model.trainable_variables
-        kernels = decayed_kernels(model)
+        model = deeplab_face.build_segmenter(*segmenter_args, **(head or {}))
+        configure_batch_norm(model, fine_tune_batch_norm, bn_momentum)
         optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
-        optimizer.build(variables)
-        step, manager, restored = distribute.resumable_checkpoint(root_dir, strategy, model=model,
-                                                                  optimizer=optimizer)
+        optimizer.build(model.trainable_variables)
+        checkpoint = distribute.resumable_checkpoint(root_dir, strategy, model=model,
+                                                     optimizer=optimizer)
         init_report = None
-        if not restored and init_checkpoint:
+        if not checkpoint[2] and init_checkpoint:   # not restored: a fresh run
             init_report = _import_init_checkpoint(model, init_checkpoint, reinit_logits,
                                                   last_layers_contain_logits_only)
-    start_step = int(step.numpy())
-    saved_step = start_step if restored else None
-    if start_step < steps and chief:
-        clear_done(root_dir)  # training on past a finished stage
+    return model, optimizer, checkpoint, init_report
+
+
+def _make_train_step(model, optimizer, step, strategy, num_classes, weight_decay, learning_rate,
+                     steps, learning_power):
+    """One compiled SGD step on a (distributed) batch at the poly learning rate of `step`, which it
+    advances; returns (loss, total loss with weight decay, learning rate)."""
+    logits_model = model.logits_model  # frames -> upsampled logits (the softmax's input)
+    variables = model.trainable_variables
+    kernels = decayed_kernels(model)
 
     def replica_step(images, labels):   # one replica's part of the global batch
         with tf.GradientTape() as tape:
@@ -210,18 +163,15 @@ def train_eval(root_dir, prepared_dir, train_videos, val_videos=(), backbone=def
         step.assign_add(1)
         return loss, total, lr
 
-    writer = tf.summary.create_file_writer(os.path.join(out_dir, "tensorboard"))
-    # A resumed run continues the same data stream at its step: bit-identical to an uninterrupted run.
-    dataset = distribute.distribute_dataset(strategy, training_dataset(
-        prepared_dir, train_videos, batch_size, seed, crop_size, augment=augment, skip_batches=start_step))
-    progbar = keras.utils.Progbar(steps, verbose=verbose, stateful_metrics=["lr"])
-    loss = total = float("nan")
-    val_miou = None
+    return train_step
 
-    val_videos_here = val_videos if chief else []   # the workers' models are the chief's
-    if val_videos_here:  # single scale, predictions compared at the prepared labels' size
-        size, _ = read_manifest(prepared_dir)
-        predict = make_predictor(model, (1.0,), False, (size, size))
+
+def _make_validate(model, prepared_dir, val_videos, crop_size, num_classes, batch_size,
+                   val_max_frames, writer, step):
+    """validate() -> single-scale validation mIoU, predictions compared at the prepared labels'
+    size, also written to TensorBoard at the current step."""
+    size, _ = read_manifest(prepared_dir)
+    predict = make_predictor(model, (1.0,), False, (size, size))
 
     def validate():
         miou, _, _ = dataset_miou(predict, prepared_dir, val_videos, crop_size, num_classes,
@@ -229,29 +179,87 @@ def train_eval(root_dir, prepared_dir, train_videos, val_videos=(), backbone=def
         with writer.as_default():
             scalar_summary("val_miou", miou, step=int(step.numpy()))
         return miou
+    return validate
 
-    from deeplab_face.data.pipelines import checked_batches
-    data = checked_batches(dataset, prepared_dir, train_videos)   # a corrupt TFRecord: DataError naming it
+
+def _run_steps(train_step, data, step, steps, manager, saved_step, writer, progbar, learning_rate,
+               checkpoint_every, eval_every, validate):
+    """Steps until `steps`, checkpointing every `checkpoint_every` and at the end, validating every
+    `eval_every` (validate: None without validation videos); returns the last (loss, total loss)
+    and the last periodic validation mIoU (None if none ran)."""
+    loss = total = float("nan")
+    val_miou = None
     while int(step.numpy()) < steps:
         images, labels = next(data)
         loss_t, total_t, lr_t = train_step(images, labels)
         current = int(step.numpy())
         loss, total = float(loss_t), float(total_t)
-        with writer.as_default():
-            scalar_summary("loss", loss, step=current)
-            scalar_summary("total_loss", total, step=current)
-            scalar_summary("learning_rate", float(lr_t), step=current)
+        log_scalars(writer, current, loss=loss, total_loss=total, learning_rate=float(lr_t))
         progbar.update(current, [("loss", loss), ("lr", float(lr_t))])
-        if not np.isfinite(total):
-            raise ConfigError(f"--learning_rate={learning_rate}: loss diverged at step {current}")
+        check_finite(total, learning_rate, current)
         if checkpoint_every and current % checkpoint_every == 0:
             manager.save(checkpoint_number=current)
             saved_step = current
-        if eval_every and val_videos_here and current % eval_every == 0 and current < steps:
+        if eval_every and validate and current % eval_every == 0 and current < steps:
             val_miou = validate()
     if saved_step != int(step.numpy()):
         manager.save(checkpoint_number=int(step.numpy()))
-    if val_videos_here:
+    return loss, total, val_miou
+
+
+def train_eval(root_dir, prepared_dir, train_videos, val_videos=(), backbone=defaults.BACKBONE,
+               crop_size=defaults.CROP_SIZE, output_stride=defaults.OUTPUT_STRIDE, batch_size=defaults.BATCH_SIZE,
+               steps=defaults.STEPS, learning_rate=defaults.LEARNING_RATE, weight_decay=defaults.WEIGHT_DECAY,
+               init_checkpoint=None, reinit_logits=True, seed=0,
+               checkpoint_every=defaults.CHECKPOINT_EVERY, learning_power=LEARNING_POWER, momentum=MOMENTUM,
+               eval_every=0, num_classes=NUM_CLASSES, split="decoder", fine_tune_batch_norm=None,
+               augment=True, val_max_frames=None, verbose=1, bn_momentum=None, head=None,
+               last_layers_contain_logits_only=True, strategy="default"):
+    """Trains N into `root_dir` (resuming from `root_dir/ckpt`); returns its final numbers.
+
+    eval_every: validation mIoU every so many steps (0: only at the end; needs val_videos).
+    fine_tune_batch_norm: None = batch_size >= 12 or no init_checkpoint (module docstring).
+    head: DeepLab-V3+ head options (build_segmenter; config.json records them resolved).
+    reinit_logits / last_layers_contain_logits_only: how init_checkpoint is imported
+    (init_import_mode; reinit_logits is TF DeepLab's `not initialize_last_layer`).
+    strategy: "default", "mirrored", "multi_worker" or a tf.distribute.Strategy (module docstring);
+    batch_size is the global batch. Only the chief writes root_dir's files.
+    """
+    if steps < 1 or batch_size < 1:
+        raise ConfigError(f"--steps={steps} / --batch_size={batch_size}: must be positive")
+    strategy = distribute.strategy_of(strategy)
+    chief, out_dir = distribute.is_chief(strategy), distribute.write_dir(root_dir, strategy)
+    keras.utils.set_random_seed(seed)
+    train_videos, val_videos = resolve_videos(prepared_dir, train_videos, val_videos)
+    if fine_tune_batch_norm is None:
+        fine_tune_batch_norm = batch_size >= BN_FINE_TUNE_MIN_BATCH or not init_checkpoint
+    if bn_momentum is None and not init_checkpoint:
+        bn_momentum = SCRATCH_BN_MOMENTUM
+    model, optimizer, (step, manager, restored), init_report = _build_training(
+        root_dir, strategy, (backbone, num_classes, crop_size, output_stride, split), head,
+        fine_tune_batch_norm, bn_momentum, learning_rate, momentum,
+        (init_checkpoint, reinit_logits, last_layers_contain_logits_only))
+    start_step = int(step.numpy())
+    if start_step < steps and chief:
+        clear_done(root_dir)  # training on past a finished stage
+
+    train_step = _make_train_step(model, optimizer, step, strategy, num_classes, weight_decay,
+                                  learning_rate, steps, learning_power)
+    writer = tf.summary.create_file_writer(os.path.join(out_dir, "tensorboard"))
+    # A resumed run continues the same data stream at its step: bit-identical to an uninterrupted run.
+    dataset = distribute.distribute_dataset(strategy, training_dataset(
+        prepared_dir, train_videos, batch_size, seed, crop_size, augment=augment, skip_batches=start_step))
+    progbar = keras.utils.Progbar(steps, verbose=verbose, stateful_metrics=["lr"])
+    validate = None   # validation on the chief only: the workers' models are the chief's
+    if val_videos and chief:
+        validate = _make_validate(model, prepared_dir, val_videos, crop_size, num_classes, batch_size,
+                                  val_max_frames, writer, step)
+    from deeplab_face.data.pipelines import checked_batches
+    data = checked_batches(dataset, prepared_dir, train_videos)   # a corrupt TFRecord: DataError naming it
+    loss, total, val_miou = _run_steps(train_step, data, step, steps, manager,
+                                       start_step if restored else None, writer, progbar, learning_rate,
+                                       checkpoint_every, eval_every, validate)
+    if validate:
         val_miou = validate()
     writer.flush()
     results = dict(step=int(step.numpy()), resumed_from_step=start_step, loss=loss,
@@ -259,22 +267,23 @@ def train_eval(root_dir, prepared_dir, train_videos, val_videos=(), backbone=def
     if not chief:
         distribute.remove_scratch(root_dir, strategy)
         return results
+    _write_stage(root_dir, model, results, strategy, prepared_dir, dict(
+        train_videos=train_videos, val_videos=val_videos, batch_size=batch_size, steps=steps,
+        learning_rate=learning_rate, learning_power=learning_power, momentum=momentum,
+        weight_decay=weight_decay, init_checkpoint=init_checkpoint, reinit_logits=reinit_logits,
+        last_layers_contain_logits_only=last_layers_contain_logits_only,
+        init_import=init_report and {k: init_report[k] for k in (
+            "mode", "loaded", "head", "reinitialised", "head_differences", "unverified")},
+        seed=seed, fine_tune_batch_norm=fine_tune_batch_norm, bn_momentum=bn_momentum, augment=augment))
+    return results
 
-    hparams = dict(train_videos=train_videos, val_videos=val_videos, batch_size=batch_size,
-                   steps=steps, learning_rate=learning_rate, learning_power=learning_power,
-                   momentum=momentum, weight_decay=weight_decay, init_checkpoint=init_checkpoint,
-                   reinit_logits=reinit_logits,
-                   last_layers_contain_logits_only=last_layers_contain_logits_only,
-                   init_import=init_report and {k: init_report[k] for k in (
-                       "mode", "loaded", "head", "reinitialised", "head_differences",
-                       "unverified")},
-                   seed=seed, fine_tune_batch_norm=fine_tune_batch_norm,
-                   bn_momentum=bn_momentum, augment=augment,
-                   strategy=distribute.strategy_name(strategy),
+
+def _write_stage(root_dir, model, results, strategy, prepared_dir, settings):
+    """hparams.json (the run's `settings`, its strategy and data), then the finished stage."""
+    hparams = dict(settings, strategy=distribute.strategy_name(strategy),
                    replicas=strategy.num_replicas_in_sync, prepared_dir=os.path.abspath(prepared_dir))
     atomic.write_json(os.path.join(root_dir, "hparams.json"), hparams, indent=2)
     finish_stage(root_dir, model, model.segmenter_args, done_text=json.dumps(atomic.jsonable(results)))
-    return results
 
 
 FLAGS = flags.FLAGS

@@ -1,11 +1,16 @@
 """What the training commands share (a library: the commands import it, never each other).
 
 - `resolve_videos`: the --train_videos / --val_videos lists of a prepared-data directory;
-- `scalar_summary`: one TensorBoard scalar;
+- `scalar_summary`: one TensorBoard scalar; `log_scalars`: a step's scalars;
+- `check_finite`: the divergence check after each step;
 - `pixel_cross_entropy`: the segmentation loss of N (deeplab_face.train) and F (flownet2s.train);
+- `decayed_kernels`, `set_batch_norm_trainable`, `configure_batch_norm`: slim's weight decay and
+  DeepLab's batch-norm settings on a Keras model (deeplab_face.train);
 - `replica_share`: the factor that makes a replica's loss its share of the global-batch loss under
   a tf.distribute strategy (deeplab_face.distribute), exactly 1 on one device.
 """
+import keras
+import numpy as np
 import tensorflow as tf
 
 from deeplab_face.data import tfrecords
@@ -30,6 +35,19 @@ def resolve_videos(prepared_dir, train_videos, val_videos):
 def scalar_summary(name, value, step):
     """One TensorBoard scalar on the default summary writer (shared by every training command)."""
     tf.summary.scalar(name, float(value), step=int(step))
+
+
+def log_scalars(writer, step, **scalars):
+    """One training step's scalars on `writer`, in the order given."""
+    with writer.as_default():
+        for name, value in scalars.items():
+            scalar_summary(name, value, step=step)
+
+
+def check_finite(loss, learning_rate, step):
+    """A ConfigError naming --learning_rate when a step's loss is not finite."""
+    if not np.isfinite(loss):
+        raise ConfigError(f"--learning_rate={learning_rate}: loss diverged at step {step}")
 
 
 def valid_pixels(labels, num_classes):
@@ -73,3 +91,33 @@ def replica_regularization(loss):
     context = tf.distribute.get_replica_context()
     replicas = context.num_replicas_in_sync if context is not None else 1
     return loss if replicas == 1 else loss / float(replicas)
+
+
+def decayed_kernels(model):
+    """Kernels that slim's weights_regularizer covers: conv / dense / pointwise, not depthwise or BN."""
+    kernels = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if not layer.trainable or isinstance(layer, keras.layers.DepthwiseConv2D):
+            continue
+        if isinstance(layer, keras.layers.SeparableConv2D):
+            kernels.append(layer.pointwise_kernel)
+        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose,
+                                keras.layers.Dense)):
+            kernels.append(layer.kernel)
+    return kernels
+
+
+def set_batch_norm_trainable(model, trainable):
+    """Keras BN with trainable=False runs in inference mode: DeepLab's fine_tune_batch_norm=False."""
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = trainable
+
+
+def configure_batch_norm(model, fine_tune_batch_norm, bn_momentum):
+    """Batch norm trained or frozen (per replica: deeplab_face.train's docstring), with `bn_momentum` if given."""
+    set_batch_norm_trainable(model, fine_tune_batch_norm)
+    if bn_momentum is not None:
+        for layer in model._flatten_layers(include_self=False):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = float(bn_momentum)

@@ -46,7 +46,7 @@ from absl import flags  # noqa: E402
 from deeplab_face import atomic, cli, distribute  # noqa: E402
 from deeplab_face.errors import CheckpointError, ConfigError  # noqa: E402
 from deeplab_face.stage import clear_done, finish_stage  # noqa: E402
-from deeplab_face.training import replica_share, scalar_summary  # noqa: E402
+from deeplab_face.training import check_finite, log_scalars, replica_share, scalar_summary  # noqa: E402
 from deeplab_face.models.layers import resize_align_corners  # noqa: E402
 from flownet2s import defaults  # noqa: E402
 from flownet2s.dff import RESIZE  # noqa: E402
@@ -208,7 +208,82 @@ def _check(width, input_size, steps, batch_size, learning_rate, checkpoint_every
         raise ConfigError(f"--normalization: {normalization!r} not in {sorted(NORMALIZATIONS)}")
 
 
-# Kept whole: one resumable training loop read top to bottom (pairs, steps, AEE before/after, finished stage).
+def _build_pretraining(root_dir, strategy, build_args, learning_rate, width, seed):
+    """F (multi-scale outputs), its Adam optimizer and the resumable checkpoint's (step, manager,
+    restored), made under `strategy`; a fresh run starts from FlowNet's initialisation."""
+    with strategy.scope():
+        flow_net = build_flownet(**build_args, multiscale=True)
+        optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+        optimizer.build(flow_variables(flow_net))
+        try:
+            step, manager, restored = distribute.resumable_checkpoint(root_dir, strategy, model=flow_net,
+                                                                      optimizer=optimizer)
+        except (ValueError, tf.errors.OpError) as e:
+            raise CheckpointError(f"{os.path.join(root_dir, 'ckpt')}: does not fit --width={width} "
+                                  f"({str(e).splitlines()[0]})") from None
+        if not restored:
+            msra_initialization(flow_net, seed)
+            bilinear_flow_upsampling(flow_net)
+    return flow_net, optimizer, step, manager, restored
+
+
+def _validation_before(flow_net, root_dir, restored, input_size, val_pairs, face_pairs, face_crop_size,
+                       face_frame_size, max_motion, log):
+    """The held-out pairs (generated, faces or None) and the untrained net's AEE on them, measured
+    once and kept in BEFORE so that a resumed run still reports them."""
+    val = make_pairs(val_pairs, input_size, VALIDATION_SEED, max_motion=max_motion)
+    faces = synthetic_flow.face_pairs(face_pairs, input_size, FACE_VALIDATION_SEED, face_crop_size,
+                                      face_frame_size) if face_pairs else None
+    before_path = os.path.join(root_dir, BEFORE)
+    before = atomic.read_json(before_path, advice="delete it and the ckpt/ folder beside it to "
+                              "restart the pretraining") if restored else None
+    if before is None:
+        before = {"val_epe_before": average_epe(flow_net, val),
+                  "face_epe_before": average_epe(flow_net, faces, True) if faces else None}
+        atomic.write_json(before_path, before)
+    log(f"pretrain: AEE before {before['val_epe_before']:.3f} px on {val_pairs} generated pairs "
+        f"(zero flow {zero_epe(val):.3f})")
+    return val, faces, before
+
+
+def _run_steps(train_step, data, step, steps, manager, writer, progbar, learning_rate, checkpoint_every):
+    """Steps until `steps`, checkpointing every `checkpoint_every` and at the end; returns the last
+    loss and the seconds the steps took (the final save excluded)."""
+    loss = float("nan")
+    started = time.perf_counter()
+    while int(step.numpy()) < steps:
+        key, current, targets = next(data)
+        loss, epe = (float(v) for v in train_step(key, current, targets))
+        step.assign_add(1)
+        current_step = int(step.numpy())
+        log_scalars(writer, current_step, loss=loss, train_epe=epe, learning_rate=learning_rate)
+        progbar.update(current_step, [("loss", loss), ("epe", epe)])
+        check_finite(loss, learning_rate, current_step)
+        if checkpoint_every and current_step % checkpoint_every == 0:
+            manager.save(checkpoint_number=current_step)
+    seconds = time.perf_counter() - started
+    manager.save(checkpoint_number=int(step.numpy()))
+    return loss, seconds
+
+
+def _validation_after(flow_net, val, faces, before, writer, log, final_step):
+    """The AEE after training next to `before` and zero flow (pretrain's result keys), written to
+    TensorBoard and logged."""
+    results = dict(val_epe_before=before["val_epe_before"], val_epe_after=average_epe(flow_net, val),
+                   val_epe_zero=zero_epe(val), face_epe_before=before["face_epe_before"],
+                   face_epe_after=average_epe(flow_net, faces, True) if faces else None,
+                   face_epe_zero=zero_epe(faces, True) if faces else None)
+    with writer.as_default():
+        for name in ("val_epe_after", "face_epe_after"):
+            if results[name] is not None:
+                scalar_summary(name, results[name], step=final_step)
+    writer.flush()
+    log(f"pretrain: AEE after {results['val_epe_after']:.3f} px (before {results['val_epe_before']:.3f})"
+        + (f"; faces {results['face_epe_after']:.3f} (before {results['face_epe_before']:.3f}, "
+           f"zero flow {results['face_epe_zero']:.3f})" if faces else ""))
+    return results
+
+
 def pretrain(root_dir, width=FLOWNET2_S_WIDTH, input_size=defaults.PRETRAIN_INPUT_SIZE, steps=defaults.PRETRAIN_STEPS,
              batch_size=defaults.PRETRAIN_BATCH_SIZE, learning_rate=defaults.PRETRAIN_LEARNING_RATE, seed=0,
              checkpoint_every=defaults.PRETRAIN_CHECKPOINT_EVERY, val_pairs=defaults.PRETRAIN_VAL_PAIRS,
@@ -232,36 +307,14 @@ def pretrain(root_dir, width=FLOWNET2_S_WIDTH, input_size=defaults.PRETRAIN_INPU
     keras.utils.set_random_seed(seed)
     build_args = dict(width=float(width), feature_channels=256, input_size=int(input_size),
                       scale_head="dff", normalization=normalization)
-    with strategy.scope():
-        flow_net = build_flownet(**build_args, multiscale=True)
-        optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
-        optimizer.build(flow_variables(flow_net))
-        try:
-            step, manager, restored = distribute.resumable_checkpoint(root_dir, strategy, model=flow_net,
-                                                                      optimizer=optimizer)
-        except (ValueError, tf.errors.OpError) as e:
-            raise CheckpointError(f"{os.path.join(root_dir, 'ckpt')}: does not fit --width={width} "
-                                  f"({str(e).splitlines()[0]})") from None
-        if not restored:
-            msra_initialization(flow_net, seed)
-            bilinear_flow_upsampling(flow_net)
+    flow_net, optimizer, step, manager, restored = _build_pretraining(root_dir, strategy, build_args,
+                                                                      learning_rate, width, seed)
     start_step = int(step.numpy())
     if start_step < steps and chief:
         clear_done(root_dir)
-
     if chief:   # the AEE before training (the workers' F is the chief's)
-        val = make_pairs(val_pairs, input_size, VALIDATION_SEED, max_motion=max_motion)
-        faces = synthetic_flow.face_pairs(face_pairs, input_size, FACE_VALIDATION_SEED, face_crop_size,
-                                          face_frame_size) if face_pairs else None
-        before_path = os.path.join(root_dir, BEFORE)
-        before = atomic.read_json(before_path, advice="delete it and the ckpt/ folder beside it to "
-                                  "restart the pretraining") if restored else None
-        if before is None:  # the untrained net's numbers, kept so that a resumed run still reports them
-            before = {"val_epe_before": average_epe(flow_net, val),
-                      "face_epe_before": average_epe(flow_net, faces, True) if faces else None}
-            atomic.write_json(before_path, before)
-        log(f"pretrain: AEE before {before['val_epe_before']:.3f} px on {val_pairs} generated pairs "
-            f"(zero flow {zero_epe(val):.3f})")
+        val, faces, before = _validation_before(flow_net, root_dir, restored, input_size, val_pairs,
+                                                face_pairs, face_crop_size, face_frame_size, max_motion, log)
 
     train_step = make_train_step(flow_net, optimizer, strategy=strategy)
     writer = tf.summary.create_file_writer(os.path.join(out_dir, "tensorboard"))
@@ -269,25 +322,8 @@ def pretrain(root_dir, width=FLOWNET2_S_WIDTH, input_size=defaults.PRETRAIN_INPU
     data = iter(distribute.distribute_dataset(strategy, _dataset(
         input_size, batch_size, [seed, 0], max_motion, skip_pairs=start_step * batch_size)))
     progbar = keras.utils.Progbar(steps, verbose=verbose)
-    loss = float("nan")
-    started = time.perf_counter()
-    while int(step.numpy()) < steps:
-        key, current, targets = next(data)
-        loss, epe = (float(v) for v in train_step(key, current, targets))
-        step.assign_add(1)
-        current_step = int(step.numpy())
-        with writer.as_default():
-            scalar_summary("loss", loss, step=current_step)
-            scalar_summary("train_epe", epe, step=current_step)
-            scalar_summary("learning_rate", learning_rate, step=current_step)
-        progbar.update(current_step, [("loss", loss), ("epe", epe)])
-        if not np.isfinite(loss):
-            raise ConfigError(f"--learning_rate={learning_rate}: loss diverged at step {current_step}")
-        if checkpoint_every and current_step % checkpoint_every == 0:
-            manager.save(checkpoint_number=current_step)
-    seconds = time.perf_counter() - started
-    manager.save(checkpoint_number=int(step.numpy()))
-
+    loss, seconds = _run_steps(train_step, data, step, steps, manager, writer, progbar, learning_rate,
+                               checkpoint_every)
     final_step = int(step.numpy())
     if not chief:
         writer.flush()
@@ -296,19 +332,7 @@ def pretrain(root_dir, width=FLOWNET2_S_WIDTH, input_size=defaults.PRETRAIN_INPU
     results = dict(step=final_step, resumed_from_step=start_step, loss=loss, seconds=seconds,
                    steps_per_second=(final_step - start_step) / seconds if final_step > start_step
                    else None,
-                   val_epe_before=before["val_epe_before"], val_epe_after=average_epe(flow_net, val),
-                   val_epe_zero=zero_epe(val), face_epe_before=before["face_epe_before"],
-                   face_epe_after=average_epe(flow_net, faces, True) if faces else None,
-                   face_epe_zero=zero_epe(faces, True) if faces else None)
-    with writer.as_default():
-        for name in ("val_epe_after", "face_epe_after"):
-            if results[name] is not None:
-                scalar_summary(name, results[name], step=final_step)
-    writer.flush()
-    log(f"pretrain: AEE after {results['val_epe_after']:.3f} px (before {results['val_epe_before']:.3f})"
-        + (f"; faces {results['face_epe_after']:.3f} (before {results['face_epe_before']:.3f}, "
-           f"zero flow {results['face_epe_zero']:.3f})" if faces else ""))
-
+                   **_validation_after(flow_net, val, faces, before, writer, log, final_step))
     hparams = dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                    val_pairs=val_pairs, face_pairs=face_pairs, face_crop_size=face_crop_size,
                    face_frame_size=face_frame_size, max_motion=max_motion,

@@ -32,8 +32,8 @@ from deeplab_face import atomic, cli, distribute  # noqa: E402
 from deeplab_face.stage import clear_done, finish_stage  # noqa: E402
 from deeplab_face.errors import ConfigError  # noqa: E402
 from deeplab_face.segmentation_metrics import confusion_matrix, mean_iou  # noqa: E402
-from deeplab_face.training import (pixel_cross_entropy, replica_share, resolve_videos,  # noqa: E402
-                                   scalar_summary, valid_pixels)
+from deeplab_face.training import (check_finite, log_scalars, pixel_cross_entropy,  # noqa: E402
+                                   replica_share, resolve_videos, scalar_summary, valid_pixels)
 from flownet2s import defaults  # noqa: E402
 from flownet2s.dff import MAX_GAP, MIN_GAP, DeepFeatureFlow, flow_input_size  # noqa: E402
 from flownet2s.model import (DEFAULT_NORMALIZATION, FLOWNET2_S_WIDTH, NORMALIZATIONS, build_flownet,  # noqa: E402
@@ -128,7 +128,62 @@ def init_from_stage(flow_net, stage_dir):
     return copy_flow_weights(pretrained, flow_net, what=f"--init_stage={stage_dir}")
 
 
-# Kept whole: one resumable training loop read top to bottom (setup, steps, propagated mIoU, finished stage).
+def _build_finetuning(root_dir, strategy, segmenter_dir, width, flow_resolution, scale_head,
+                      normalization, border, learning_rate, init_checkpoint, init_stage):
+    """The DeepFeatureFlow of N (frozen) and F, F's build_flownet arguments, its Adam optimizer and
+    the resumable checkpoint's step and manager, made under `strategy`. A fresh run starts F from
+    init_checkpoint or init_stage when given."""
+    from deeplab_face import load_segmenter
+    with strategy.scope():
+        segmenter = load_segmenter(segmenter_dir)
+        for layer in (segmenter.feature_net, segmenter.task_net):
+            layer.trainable = False   # §4.2: N_feat and N_task frozen
+        crop_size = int(segmenter.input_shape[1])
+        build_args = dict(width=float(width), feature_channels=int(segmenter.feature_net.output_shape[-1]),
+                          input_size=flow_input_size(crop_size, flow_resolution), scale_head=scale_head,
+                          normalization=normalization)
+        flow_net = build_flownet(**build_args)
+        dff = DeepFeatureFlow(segmenter, flow_net, flow_resolution=flow_resolution, border=border)
+        optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+        optimizer.build(flow_net.trainable_variables)
+        step, manager, restored = distribute.resumable_checkpoint(root_dir, strategy, model=flow_net,
+                                                                  optimizer=optimizer)
+        if not restored and init_checkpoint:
+            from flownet2s.checkpoint import load_tf1_checkpoint
+            load_tf1_checkpoint(flow_net, init_checkpoint)
+        if not restored and init_stage:
+            init_from_stage(flow_net, init_stage)
+    return dff, build_args, optimizer, step, manager
+
+
+def _run_steps(train_step, data, step, steps, manager, writer, progbar, learning_rate, checkpoint_every):
+    """Steps until `steps`, checkpointing every `checkpoint_every` and at the end; returns the
+    last loss."""
+    loss = float("nan")
+    while int(step.numpy()) < steps:
+        batch = next(data)
+        loss = float(train_step(batch["key_image"], batch["current_image"], batch["current_label"]))
+        step.assign_add(1)
+        current = int(step.numpy())
+        log_scalars(writer, current, loss=loss, learning_rate=learning_rate)
+        progbar.update(current, [("loss", loss)])
+        check_finite(loss, learning_rate, current)
+        if checkpoint_every and current % checkpoint_every == 0:
+            manager.save(checkpoint_number=current)
+    manager.save(checkpoint_number=int(step.numpy()))
+    return loss
+
+
+def _logged_validation_miou(dff, writer, step, prepared_dir, val_videos, batch_size, num_classes,
+                            val_pairs, seed, min_gap, max_gap):
+    """validation_miou, also written to TensorBoard at `step`."""
+    val_miou = validation_miou(dff, prepared_dir, val_videos, batch_size, num_classes, val_pairs,
+                               seed, min_gap, max_gap)
+    with writer.as_default():
+        scalar_summary("val_miou", val_miou, step=step)
+    return val_miou
+
+
 def train_eval(root_dir, prepared_dir, segmenter_dir, train_videos, val_videos=(),
                width=FLOWNET2_S_WIDTH, steps=defaults.TRAIN_STEPS, batch_size=defaults.TRAIN_BATCH_SIZE,
                learning_rate=defaults.TRAIN_LEARNING_RATE,
@@ -144,7 +199,6 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, train_videos, val_videos=(
     strategy: "default", "mirrored", "multi_worker" or a tf.distribute.Strategy; batch_size is the
     global batch. Only the chief writes root_dir's files (deeplab_face.distribute).
     """
-    from deeplab_face import load_segmenter
     if steps < 1 or batch_size < 1:
         raise ConfigError(f"--steps={steps} / --batch_size={batch_size}: must be positive")
     if init_checkpoint and init_stage:
@@ -154,26 +208,10 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, train_videos, val_videos=(
     chief, out_dir = distribute.is_chief(strategy), distribute.write_dir(root_dir, strategy)
     keras.utils.set_random_seed(seed)
     train_videos, val_videos = resolve_videos(prepared_dir, train_videos, val_videos)
-    with strategy.scope():
-        segmenter = load_segmenter(segmenter_dir)
-        for layer in (segmenter.feature_net, segmenter.task_net):
-            layer.trainable = False   # §4.2: N_feat and N_task frozen
-        crop_size = int(segmenter.input_shape[1])
-        num_classes = int(segmenter.output_shape[-1])
-        build_args = dict(width=float(width), feature_channels=int(segmenter.feature_net.output_shape[-1]),
-                          input_size=flow_input_size(crop_size, flow_resolution), scale_head=scale_head,
-                          normalization=normalization)
-        flow_net = build_flownet(**build_args)
-        dff = DeepFeatureFlow(segmenter, flow_net, flow_resolution=flow_resolution, border=border)
-        optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
-        optimizer.build(flow_net.trainable_variables)
-        step, manager, restored = distribute.resumable_checkpoint(root_dir, strategy, model=flow_net,
-                                                                  optimizer=optimizer)
-        if not restored and init_checkpoint:
-            from flownet2s.checkpoint import load_tf1_checkpoint
-            load_tf1_checkpoint(flow_net, init_checkpoint)
-        if not restored and init_stage:
-            init_from_stage(flow_net, init_stage)
+    dff, build_args, optimizer, step, manager = _build_finetuning(
+        root_dir, strategy, segmenter_dir, width, flow_resolution, scale_head, normalization, border,
+        learning_rate, init_checkpoint, init_stage)
+    crop_size, num_classes = dff.crop_size, int(dff.segmenter.output_shape[-1])
     start_step = int(step.numpy())
     if start_step < steps and chief:
         clear_done(root_dir)  # training on past a finished stage
@@ -186,27 +224,12 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, train_videos, val_videos=(
         prepared_dir, train_videos, batch_size, seed, crop_size, min_gap, max_gap, skip_batches=start_step)),
         prepared_dir, train_videos)
     progbar = keras.utils.Progbar(steps, verbose=verbose)
-    loss = float("nan")
-    while int(step.numpy()) < steps:
-        batch = next(data)
-        loss = float(train_step(batch["key_image"], batch["current_image"], batch["current_label"]))
-        step.assign_add(1)
-        current = int(step.numpy())
-        with writer.as_default():
-            scalar_summary("loss", loss, step=current)
-            scalar_summary("learning_rate", learning_rate, step=current)
-        progbar.update(current, [("loss", loss)])
-        if not np.isfinite(loss):
-            raise ConfigError(f"--learning_rate={learning_rate}: loss diverged at step {current}")
-        if checkpoint_every and current % checkpoint_every == 0:
-            manager.save(checkpoint_number=current)
-    manager.save(checkpoint_number=int(step.numpy()))
+    loss = _run_steps(train_step, data, step, steps, manager, writer, progbar, learning_rate,
+                      checkpoint_every)
     val_miou = None
     if val_videos and chief:   # the workers' F is the chief's
-        val_miou = validation_miou(dff, prepared_dir, val_videos, batch_size, num_classes, val_pairs,
-                                   seed, min_gap, max_gap)
-        with writer.as_default():
-            scalar_summary("val_miou", val_miou, step=int(step.numpy()))
+        val_miou = _logged_validation_miou(dff, writer, int(step.numpy()), prepared_dir, val_videos,
+                                           batch_size, num_classes, val_pairs, seed, min_gap, max_gap)
     writer.flush()
     results = dict(step=int(step.numpy()), resumed_from_step=start_step, loss=loss, val_miou=val_miou)
     if not chief:
@@ -222,7 +245,7 @@ def train_eval(root_dir, prepared_dir, segmenter_dir, train_videos, val_videos=(
                    prepared_dir=os.path.abspath(prepared_dir))
     atomic.write_json(os.path.join(root_dir, "hparams.json"), hparams, indent=2)
     config = dict(build_args, flow_resolution=flow_resolution, border=border)
-    finish_stage(root_dir, flow_net, config, done_text=json.dumps(atomic.jsonable(results)))
+    finish_stage(root_dir, dff.flow_net, config, done_text=json.dumps(atomic.jsonable(results)))
     return results
 
 

@@ -130,34 +130,16 @@ def load_tf1_checkpoint(model, path, mode="all", restore_head=True):
     record = BACKBONES.get(backbone) or Backbone(str(backbone), build=None)  # no record: no scopes
     if mode == "backbone" and record.scope is None:
         raise ConfigError(f"import mode 'backbone': no trunk scope known for {what}")
-    scope, skipped_scopes = record.scope, record.skipped_scopes
-    trunk = {n for n in variables if scope and _in_scope(n, (scope,))}
-    backbone_only = scope is not None and all(_in_scope(n, (scope,)) for n in shapes)
+    backbone_only = record.scope is not None and all(_in_scope(n, (record.scope,)) for n in shapes)
     whole = mode == "all" and not backbone_only  # the checkpoint's head defines the model's
     head_restored = not backbone_only and (mode == "all" or restore_head)
-    available = {n: s for n, s in shapes.items()
-                 if whole or not _in_scope(n, skipped_scopes)}
     report = dict(mode=mode, head="loaded", note=None, head_differences=None, recorded={},
                   unverified={}, checkpoint=prefix)
     head = {k: args[k] for k in HEAD_OPTIONS} if backbone in DEEPLAB_V3PLUS else None
     if head is not None:
-        report["recorded"] = recorded_head(prefix, backbone, args["output_stride"], head)
-        report["unverified"] = {k: head[k] for k in ("multi_grid", "atrous_rates")
-                                if head[k] and k not in report["recorded"]
-                                and (k == "multi_grid" or head_restored)}
-        _check_recorded(prefix, report["recorded"], head, ("multi_grid", "atrous_rates")
-                        if whole else ("multi_grid",))
-    if whole:
-        expected = variables
-        _check_whole(prefix, variables, available, head, what)
-    else:
-        expected = {n: variables[n] for n in trunk}
-        _check_trunk(prefix, expected, available, record,
-                     what if backbone_only else f"{what} in its {scope} trunk")
-        if backbone_only:
-            report.update(head="not loaded: backbone-only checkpoint", note=record.import_note)
-        else:
-            _match_head(report, variables, expected, available, scope, restore_head, head)
+        _check_recorded_head(report, prefix, args, head, whole, head_restored)
+    expected = _expected_weights(report, prefix, variables, shapes, record, head, whole,
+                                 backbone_only, restore_head, what)
     report["reinitialised"] = sorted(set(variables) - set(expected))
     report["skipped"] = sorted(set(shapes) - set(expected))
     values = read_values(prefix, reader, sorted(expected))
@@ -165,6 +147,39 @@ def load_tf1_checkpoint(model, path, mode="all", restore_head=True):
         variable.assign(values[name])
     report["loaded"] = len(expected)
     return report
+
+
+def _check_recorded_head(report, prefix, args, head, whole, head_restored):
+    """Fills report["recorded"] (what a saved graph records) and report["unverified"] (options
+    nothing confirms), and checks the recorded options against the model's `head`."""
+    report["recorded"] = recorded_head(prefix, args["backbone"], args["output_stride"], head)
+    report["unverified"] = {k: head[k] for k in ("multi_grid", "atrous_rates")
+                            if head[k] and k not in report["recorded"]
+                            and (k == "multi_grid" or head_restored)}
+    _check_recorded(prefix, report["recorded"], head, ("multi_grid", "atrous_rates")
+                    if whole else ("multi_grid",))
+
+
+def _expected_weights(report, prefix, variables, shapes, record, head, whole, backbone_only,
+                      restore_head, what):
+    """{TF1 name: variable} of the weights to load, checked against the checkpoint's `shapes`:
+    every weight for a `whole` import, else the trunk and (_match_head) the matching head layers;
+    what happens to the head goes into `report`."""
+    scope, skipped_scopes = record.scope, record.skipped_scopes
+    trunk = {n for n in variables if scope and _in_scope(n, (scope,))}
+    available = {n: s for n, s in shapes.items()
+                 if whole or not _in_scope(n, skipped_scopes)}
+    if whole:
+        _check_whole(prefix, variables, available, head, what)
+        return variables
+    expected = {n: variables[n] for n in trunk}
+    _check_trunk(prefix, expected, available, record,
+                 what if backbone_only else f"{what} in its {scope} trunk")
+    if backbone_only:
+        report.update(head="not loaded: backbone-only checkpoint", note=record.import_note)
+    else:
+        _match_head(report, variables, expected, available, scope, restore_head, head)
+    return expected
 
 
 def _check_whole(prefix, variables, available, head, what):
