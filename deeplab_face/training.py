@@ -6,6 +6,7 @@
 - `pixel_cross_entropy`: the segmentation loss of N (deeplab_face.train) and F (flownet2s.train);
 - `decayed_kernels`, `set_batch_norm_trainable`, `configure_batch_norm`: slim's weight decay and
   DeepLab's batch-norm settings on a Keras model (deeplab_face.train);
+- `recalibrate_batch_norm`: precise batch-norm statistics for a finished N (the small presets' stage);
 - `replica_share`: the factor that makes a replica's loss its share of the global-batch loss under
   a tf.distribute strategy (deeplab_face.distribute), exactly 1 on one device.
 """
@@ -107,17 +108,50 @@ def decayed_kernels(model):
     return kernels
 
 
+def batch_norm_layers(model):
+    """Every BatchNormalization layer of `model`, nested models included."""
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, keras.layers.BatchNormalization)]
+
+
 def set_batch_norm_trainable(model, trainable):
     """Keras BN with trainable=False runs in inference mode: DeepLab's fine_tune_batch_norm=False."""
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = trainable
+    for layer in batch_norm_layers(model):
+        layer.trainable = trainable
 
 
 def configure_batch_norm(model, fine_tune_batch_norm, bn_momentum):
     """Batch norm trained or frozen (per replica: deeplab_face.train's docstring), with `bn_momentum` if given."""
     set_batch_norm_trainable(model, fine_tune_batch_norm)
     if bn_momentum is not None:
-        for layer in model._flatten_layers(include_self=False):
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = float(bn_momentum)
+        for layer in batch_norm_layers(model):
+            layer.momentum = float(bn_momentum)
+
+
+def recalibrate_batch_norm(segmenter_dir, out_dir, prepared_dir, video_ids, batches, batch_size=8, seed=0):
+    """Precise BN (Wu & Johnson 2021): N of `segmenter_dir` with its batch-norm moving statistics
+    replaced by their average over `batches` random batches of training frames; written as a stage dir
+    (config.json, final.weights.h5, DONE) that later stages load in place of the trained one."""
+    from deeplab_face.data.pipelines import load_video
+    from deeplab_face.models.segmenter import load_segmenter
+    from deeplab_face.stage import finish_stage, read_stage_config
+
+    model = load_segmenter(segmenter_dir)
+    norms = batch_norm_layers(model)
+    for layer in norms:
+        layer.momentum = 0.0    # a training-mode call then leaves exactly that batch's statistics
+    forward = tf.function(lambda x: model(x, training=True))
+    frames = np.concatenate([load_video(prepared_dir, v)[0] for v in video_ids])
+    rng = np.random.default_rng(seed)
+    sums = [[0.0, 0.0] for _ in norms]
+    for _ in range(batches):
+        forward(frames[rng.choice(len(frames), batch_size, replace=False)].astype(np.float32))
+        for total, layer in zip(sums, norms):
+            total[0] += layer.moving_mean.numpy()
+            total[1] += layer.moving_variance.numpy()
+    for (mean, variance), layer in zip(sums, norms):
+        layer.moving_mean.assign(mean / batches)
+        layer.moving_variance.assign(variance / batches)
+    finish_stage(out_dir, model, read_stage_config(segmenter_dir, "segmenter"))
+    return {"batch_norm_layers": len(norms), "batches": batches, "batch_size": batch_size,
+            "source": segmenter_dir}

@@ -2,11 +2,11 @@
 
 `StageFunctions` holds one run's stage bodies (each calls its package's stage function, docs/interfaces.md
 "Stage functions", with the preset's hyper-parameters); `stage_list` puts them in order with their
-descriptions. `recalibrate_batch_norm` is the one stage body that lives here (no package owns it).
+descriptions.
 """
 import dataclasses
 
-from deeplab_face import stage as stage_lib
+from deeplab_face.training import recalibrate_batch_norm
 from eval import real_face
 
 
@@ -27,45 +27,6 @@ def _call(fn, *args, log=print, **kwargs):
             log(f"warning: {fn.__module__}.{fn.__name__} takes no {', '.join(dropped)}; not passed")
         kwargs = {k: v for k, v in kwargs.items() if k in params}
     return fn(*args, **kwargs)
-
-
-def _batch_norm_layers(model):
-    import keras
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            yield layer
-        elif hasattr(layer, "layers"):
-            yield from _batch_norm_layers(layer)
-
-
-def recalibrate_batch_norm(segmenter_dir, out_dir, prepared_dir, video_ids, batches, batch_size=8, seed=0):
-    """Precise BN (Wu & Johnson 2021): N of `segmenter_dir` with its batch-norm moving statistics
-    replaced by their average over `batches` random batches of training frames; written as a stage dir
-    (config.json, final.weights.h5, DONE) that later stages load in place of the trained one."""
-    import numpy as np
-    import tensorflow as tf
-
-    from deeplab_face import load_segmenter
-    from deeplab_face.data.pipelines import load_video
-    model = load_segmenter(segmenter_dir)
-    norms = list(_batch_norm_layers(model))
-    for layer in norms:
-        layer.momentum = 0.0    # a training-mode call then leaves exactly that batch's statistics
-    forward = tf.function(lambda x: model(x, training=True))
-    frames = np.concatenate([load_video(prepared_dir, v)[0] for v in video_ids])
-    rng = np.random.default_rng(seed)
-    sums = [[0.0, 0.0] for _ in norms]
-    for _ in range(batches):
-        forward(frames[rng.choice(len(frames), batch_size, replace=False)].astype(np.float32))
-        for total, layer in zip(sums, norms):
-            total[0] += layer.moving_mean.numpy()
-            total[1] += layer.moving_variance.numpy()
-    for (mean, variance), layer in zip(sums, norms):
-        layer.moving_mean.assign(mean / batches)
-        layer.moving_variance.assign(variance / batches)
-    stage_lib.finish_stage(out_dir, model, stage_lib.read_stage_config(segmenter_dir, "segmenter"))
-    return {"batch_norm_layers": len(norms), "batches": batches, "batch_size": batch_size,
-            "source": segmenter_dir}
 
 
 class StageFunctions:
