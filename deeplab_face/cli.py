@@ -5,11 +5,17 @@
   an output folder that cannot be written (permission, a file in the way, no space left), a corrupt
   TFRecord: one line `error: ...` on stderr naming the flag or file, exit status 2;
 - Ctrl-C: one line `interrupted: ...`, exit status 130; every finished stage and the last checkpoint
-  are kept, so the same command resumes;
+  are kept, so the same command resumes. A KeyboardInterrupt can be swallowed where Python cannot
+  raise it (it lands in a finaliser or a callback and is printed as "Exception ignored"), so the
+  work would run on; the first Ctrl-C therefore also arms a watchdog that ends the process with the
+  same line and status after `INTERRUPT_GRACE_S`, and a second Ctrl-C ends it at once. Every write
+  of the project is atomic (deeplab_face.atomic), so ending without unwinding loses nothing written;
 - anything else is a bug and keeps its traceback.
 """
 import os
+import signal
 import sys
+import threading
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -20,6 +26,9 @@ from deeplab_face.errors import ProjectError  # noqa: E402
 
 USAGE_STATUS = 2        # bad input of any kind
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, as shells report Ctrl-C
+INTERRUPT_GRACE_S = 30.0  # after Ctrl-C, the unwinding's time before the watchdog ends the process
+INTERRUPTED_MESSAGE = ("stopped by Ctrl-C; finished stages and the last checkpoint are kept: run the same "
+                       "command again to resume")
 
 
 def _one_line(text):
@@ -27,6 +36,7 @@ def _one_line(text):
 
 
 def _exit(prefix, message, status):
+    _exit.said = True   # the watchdog (below) must not say it twice while the interpreter shuts down
     if sys.stdout.isatty():  # end a progress bar's unfinished line first
         print(flush=True)
     sys.stdout.flush()
@@ -73,15 +83,39 @@ def check_command_line(argv, required=()):
             raise ConfigError(f"--{name}: required")
 
 
+def _end_now():
+    """Ends the process with the interrupted line, without unwinding (module docstring)."""
+    if not getattr(_exit, "said", False):
+        sys.stdout.flush()
+        os.write(2, f"interrupted: {INTERRUPTED_MESSAGE}\n".encode())
+    os._exit(INTERRUPTED_STATUS)
+
+
+def _watchdog(grace_s):
+    threading.Event().wait(grace_s)
+    _end_now()   # still alive: the KeyboardInterrupt was swallowed somewhere
+
+
+def _on_sigint(signum, frame):
+    """First Ctrl-C: KeyboardInterrupt, as Python's own handler, plus the watchdog; second: end now."""
+    if getattr(_on_sigint, "armed", False):
+        _end_now()
+    _on_sigint.armed = True
+    threading.Thread(target=_watchdog, args=(INTERRUPT_GRACE_S,), daemon=True, name="ctrl-c-watchdog").start()
+    raise KeyboardInterrupt
+
+
 def run(main):
     """`app.run(main)`, printing expected failures as one line (module docstring)."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, _on_sigint)
 
     def guarded(argv):
         try:
             return main(argv)
         except KeyboardInterrupt:
-            _exit("interrupted", "stopped by Ctrl-C; finished stages and the last checkpoint are kept: run "
-                  "the same command again to resume", INTERRUPTED_STATUS)
+            _exit("interrupted", INTERRUPTED_MESSAGE, INTERRUPTED_STATUS)
         except Exception as e:  # noqa: BLE001 - anything not recognised is re-raised below
             message = error_line(e)
             if message is None:
@@ -92,3 +126,6 @@ def run(main):
         app.run(guarded, flags_parser=parse_flags)
     except KeyboardInterrupt:   # Ctrl-C before main started (imports, flag parsing)
         _exit("interrupted", "stopped by Ctrl-C before any work started", INTERRUPTED_STATUS)
+    finally:
+        if previous is not None:   # in-process callers (tests) get their own handler back
+            signal.signal(signal.SIGINT, previous)

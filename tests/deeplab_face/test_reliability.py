@@ -77,6 +77,31 @@ def test_ctrl_c_stops_with_one_line_and_status_130(tmp_path):
     assert line.startswith("interrupted:") and "run the same command again" in line
 
 
+_SWALLOWS_CTRL_C = ("import sys, time\nfrom deeplab_face import cli\ncli.INTERRUPT_GRACE_S = float(sys.argv[1])\n"
+                    "def main(argv):\n    print('ready', flush=True)\n    while True:\n        try:\n"
+                    "            time.sleep(0.02)\n        except KeyboardInterrupt:\n"
+                    "            pass   # as a finaliser or callback would swallow it\n"
+                    "cli.run(main)\n")
+
+
+@pytest.mark.parametrize("grace_s, signals", [(1.0, 1), (600.0, 2)])
+def test_a_swallowed_ctrl_c_still_stops_with_one_line(grace_s, signals):
+    """The watchdog after the first Ctrl-C, and a second Ctrl-C, end work that swallowed the interrupt."""
+    proc = subprocess.Popen([sys.executable, "-c", _SWALLOWS_CTRL_C, str(grace_s)], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        for _ in range(signals):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.3)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()   # (a no-op once it has ended)
+    assert proc.returncode == cli.INTERRUPTED_STATUS, stderr[-2000:]
+    line = _one_error_line(subprocess.CompletedProcess([], proc.returncode, "", stderr))
+    assert line.startswith("interrupted:") and "run the same command again" in line
+
+
 # -- atomic writes --------------------------------------------------------------------------------------
 def test_write_json_is_atomic_on_a_full_disk(tmp_path, monkeypatch):
     path = tmp_path / "config.json"
