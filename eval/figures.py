@@ -31,6 +31,10 @@ COLOURS = {"rl": "tab:red", "dvsnet": "tab:blue", "flow_magnitude": "tab:green",
 LABELS = {"rl": "RL (ours)", "dvsnet": "DVSNet", "flow_magnitude": "flow magnitude", "fixed": "DFF fixed",
           "random": "DFF random"}
 ORACLE_LABEL = "oracle (upper bound)"   # a reference, never a competitor (DESIGN.md)
+# eval.causal_oracle: keys on the present frame's true gain; a reference too (no FPS)
+REFERENCE_STYLES = {"oracle": dict(color="k", ls="--", marker=".", ms=5, lw=1.2, label=ORACLE_LABEL),
+                    "causal_oracle": dict(color="0.45", ls=":", marker="x", ms=4, lw=1.2,
+                                          label="causal oracle (reads the present frame's labels)")}
 DPI = 110
 
 
@@ -85,11 +89,12 @@ def _draw_curve(ax, points, x, style, hollow_misses=True):
 
 def fig4_curves(curves, path, rl_policies=None):
     """curves: results.json `curves`; left: mIoU vs AKI (log), right: mIoU vs FPS. The oracle is drawn
-    dashed on the AKI panel as an upper bound (it has no FPS); hollow markers are points whose knob
+    dashed on the AKI panel as an upper bound and the causal oracle dotted (references without an FPS); hollow markers are points whose knob
     missed its target AKI. rl_policies: {kar_limit: points} (sweeps.json), each RL policy's own curve,
     drawn thin behind `curves["rl"]` (the best policy per target)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-    names = [n for n in COLOURS if curves.get(n)] + [n for n in curves if n not in COLOURS and n != "oracle"]
+    names = [n for n in COLOURS if curves.get(n)] + [n for n in curves
+                                                     if n not in COLOURS and n not in REFERENCE_STYLES]
     for n, (eta, points) in enumerate(sorted((rl_policies or {}).items(), key=lambda e: float(e[0]))):
         style = dict(color=COLOURS["rl"], marker="sd^v"[n % 4], ms=3, lw=0.8, ls=":", alpha=0.6,
                      label=f"{LABELS['rl']}, KAR limit {float(eta):g}")
@@ -100,9 +105,9 @@ def fig4_curves(curves, path, rl_policies=None):
         _draw_curve(left, points, "aki", style)
         if all(p.get("fps") for p in points):
             _draw_curve(right, points, "fps", style)
-    if curves.get("oracle"):
-        _draw_curve(left, curves["oracle"], "aki", dict(color="k", ls="--", marker=".", ms=5, lw=1.2,
-                                                         label=ORACLE_LABEL))
+    for name, style in REFERENCE_STYLES.items():
+        if curves.get(name):
+            _draw_curve(left, curves[name], "aki", style)
     left.set_xscale("log")
     left.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     left.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))   # 2, 5, 10 rather than 2x10^0

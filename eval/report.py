@@ -20,6 +20,8 @@ from eval.figures import table1_markdown
 
 RL = "rl"
 ORACLE = "oracle"
+CAUSAL_ORACLE = "causal_oracle"   # eval.causal_oracle: keys on the present frame's true gain
+REFERENCES = (ORACLE, CAUSAL_ORACLE)   # read the labels: references, never competitors
 BASELINES = ("dvsnet", "flow_magnitude", "fixed", "random")
 MATCHED_AKI_GRID = (25, 30, 40, 50, 60, 80, 100, 121, 150, 200, 300, 500)   # curves without target_aki
 CLAIM_TARGET_POINTS = 1.0   # issue 6 item 8: RL >= best baseline + 1.0 mIoU point
@@ -40,7 +42,7 @@ def key_value_diagnosis(curves, aki_min=25.0):
     own frames, keys earn Eq. 1 rewards <= 0, and no scheduler can win by placing them (the matched-AKI
     comparison then says nothing about scheduling). The best scheduler at the dense target is the
     reference: a poor scheduler's dense point says nothing about what keys are worth."""
-    points = [dict(p, scheduler=name) for name, pts in curves.items() for p in pts if name != ORACLE]
+    points = [dict(p, scheduler=name) for name, pts in curves.items() for p in pts if name not in REFERENCES]
     sparse = [p for p in points if p["aki"] >= aki_min]
     if not points or not sparse:
         return None
@@ -67,16 +69,18 @@ def curve_targets(curves):
 
 
 def oracle_share(curves, targets=None):
-    """[{"aki", "rl", "fixed", "oracle", "share"}] per target: share = (rl - fixed) / (oracle - fixed),
+    """[{"aki", "rl", "fixed", "oracle", "causal_oracle", "share", "causal_share"}] per target:
+    share = (rl - fixed) / (oracle - fixed) and causal_share = (causal_oracle - fixed) / (oracle - fixed),
     None where a point is missing or the oracle gains nothing over fixed."""
     rows = []
     for aki in targets if targets is not None else curve_targets(curves):
         row = {"aki": aki}
-        for name in (RL, "fixed", ORACLE):
+        for name in (RL, "fixed", ORACLE, CAUSAL_ORACLE):
             p = point_at_target(curves.get(name, []), aki)
             row[name] = None if p is None else p["miou"]
         gain = None if row[ORACLE] is None or row["fixed"] is None else row[ORACLE] - row["fixed"]
-        row["share"] = (row[RL] - row["fixed"]) / gain if gain and gain > 0 and row[RL] is not None else None
+        for share, name in (("share", RL), ("causal_share", CAUSAL_ORACLE)):
+            row[share] = (row[name] - row["fixed"]) / gain if gain and gain > 0 and row[name] is not None else None
         rows.append(row)
     return rows
 
@@ -157,7 +161,7 @@ def claim_markdown(claim):
 
 def matched_markdown(curves, targets):
     """Every scheduler and the oracle at every target AKI: "mIoU (measured AKI)", or "-" (not reached)."""
-    names = [n for n in (RL, *BASELINES, ORACLE) if curves.get(n)]
+    names = [n for n in (RL, *BASELINES, *REFERENCES) if curves.get(n)]
     lines = ["| target AKI | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for aki in targets:
         cells = []
@@ -169,10 +173,12 @@ def matched_markdown(curves, targets):
 
 
 def share_markdown(rows):
-    lines = ["| target AKI | RL | fixed | oracle | RL's share of the oracle's gain |", "|---|---|---|---|---|"]
+    lines = ["| target AKI | RL | fixed | oracle | causal oracle | RL's share of the oracle's gain | the causal "
+             "oracle's share |", "|---|---|---|---|---|---|---|"]
+    percent = lambda v: "n/a" if v is None else f"{100 * v:.0f} %"  # noqa: E731
     for r in rows:
-        share = "n/a" if r["share"] is None else f"{100 * r['share']:.0f} %"
-        lines.append(f"| {r['aki']:g} | {_fmt(r[RL])} | {_fmt(r['fixed'])} | {_fmt(r[ORACLE])} | {share} |")
+        lines.append(f"| {r['aki']:g} | {_fmt(r[RL])} | {_fmt(r['fixed'])} | {_fmt(r[ORACLE])} | "
+                     f"{_fmt(r.get(CAUSAL_ORACLE))} | {percent(r['share'])} | {percent(r.get('causal_share'))} |")
     return "\n".join(lines)
 
 
@@ -185,7 +191,7 @@ def unreached_markdown(unreached):
 
 def curves_markdown(curves):
     lines = ["| scheduler | knob | target AKI | AKI | calibrated | mIoU (%) | FPS |", "|---|---|---|---|---|---|---|"]
-    for name in [RL, *BASELINES, ORACLE]:
+    for name in [RL, *BASELINES, *REFERENCES]:
         for p in sorted(curves.get(name, []), key=lambda q: q["aki"]):
             calibrated = {True: "yes", False: "no", None: "n/a"}[p.get("calibrated")]
             knob = _fmt(p.get("threshold"), 3) + (f" (KAR limit {p['kar_limit']:g})" if p.get("kar_limit") else "")
@@ -275,7 +281,10 @@ def _claim_parts(results):
         "### RL's share of the oracle's gain over fixed-interval DFF",
         "(rl - fixed) / (oracle - fixed) per target AKI. The oracle places keys knowing every frame's true mIoU "
         "(an upper-bound reference, not a competitor; with a candidate stride > 1 it is itself a lower bound of the "
-        "exact oracle).",
+        "exact oracle). The causal oracle decides frame by frame, like the schedulers, but reads the present "
+        "frame's true gain of a key (Eq. 1's reward from the labels) and keys when it exceeds its calibrated "
+        "threshold (eval.causal_oracle): what a scheduler that knew the present exactly would buy. Where it "
+        "gains little over fixed, no state that only estimates the present can gain much more.",
         share_markdown(claim.get("oracle_share", [])),
         claim["key_value"] or "",
         (f"RL's sweep points span AKI {claim['rl_aki_range'][0]:.1f}-{claim['rl_aki_range'][1]:.1f}."

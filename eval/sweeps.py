@@ -9,7 +9,9 @@ policy goes into `curves["rl"]` (each policy's own curve: `rl_policies` in sweep
 `flow_magnitude` = the mean-|flow| threshold (feature-grid pixels); `fixed` = the interval K and
 `random` = the mean interval K (key with probability 1/K), both calibrated on simulated decisions
 (no pair computed) and then run once. `curves["oracle"]` is the best key placement knowing every
-pair's true quality (`eval.oracle`), an upper-bound reference.
+pair's true quality (`eval.oracle`), an upper-bound reference; `curves["causal_oracle"]` keys frame by
+frame on the present frame's true gain (`eval.causal_oracle`), the reference between that bound and the
+schedulers (both come with `oracle=True`, and neither has an FPS).
 
 Decisions run over `rl_scheduler.cache.VideoCache` entries (`eval.curves.run_decisions`), as
 `eval.runtime` decides, so each (k, i) pair is computed once across all runs and the oracle.
@@ -39,7 +41,7 @@ from eval.curves import (DEFAULT_TARGET_AKIS, best_of_policies, curve_of, matche
                          simulate_keys, trace_scheduler, unreached)
 from eval.runtime import DynamicSegmenter
 
-SCHEDULER_ORDER = ("rl", "dvsnet", "flow_magnitude", "fixed", "random")
+SCHEDULER_ORDER = ("rl", "dvsnet", "flow_magnitude", "fixed", "random", "causal_oracle")
 MASK_BUDGET_BYTES = 512 * 2 ** 20   # keep every mask (flicker, Fig. 8) while they fit in this
 PAIRS_PER_FRAME_ESTIMATE = 12       # distinct (k, i) pairs per frame over the schedulers' runs
 
@@ -132,8 +134,10 @@ def _stage_option(stage_dir, key, default):
     return stage_config.get(key, (stage_config.get("training") or {}).get(key, default))
 
 
-def _makers(policies, dvsnet, seed):
-    """[(curve name, scheduler name, extra, make(knob) -> fresh KeyScheduler)] in SCHEDULER_ORDER."""
+def _makers(policies, dvsnet, seed, causal_oracle=False):
+    """[(curve name, scheduler name, extra, make(knob) -> fresh KeyScheduler)] in SCHEDULER_ORDER;
+    causal_oracle: add eval.causal_oracle's reference rule (reads the labels)."""
+    from eval.causal_oracle import NAME, CausalOracle
     from rl_scheduler.schedulers import make_scheduler
 
     out = [(f"rl_eta{eta:g}", "rl", {"kar_limit": float(eta)},
@@ -144,6 +148,8 @@ def _makers(policies, dvsnet, seed):
     out.append(("flow_magnitude", "flow_magnitude", {}, lambda t: make_scheduler("flow_magnitude", threshold=t)))
     out.append(("fixed", "fixed", {}, lambda k: make_scheduler("fixed", threshold=int(k))))
     out.append(("random", "random", {}, lambda k: make_scheduler("random", threshold=k, seed=seed)))
+    if causal_oracle:
+        out.append((NAME, NAME, {}, lambda t: CausalOracle(threshold=t)))
     return out
 
 
@@ -196,7 +202,8 @@ def run_sweeps(out_dir, prepared_dir, segmenter_dir, flownet_dir, rl_dirs, dvsne
     rl_thresholds, dvsnet_thresholds (percent), flow_magnitude_thresholds, intervals (fixed and random
       K): the calibration's first probes (their median is the start; the others are tried before
       blind extension steps).
-    oracle: add `curves["oracle"]` (eval.oracle); oracle_max_gap / oracle_candidate_stride: one grid
+    oracle: add `curves["oracle"]` (eval.oracle) and `curves["causal_oracle"]` (eval.causal_oracle,
+      calibrated like the schedulers); oracle_max_gap / oracle_candidate_stride: one grid
       for every target, None: per target G = 2 * target, c = ceil(G / oracle_pairs_per_frame).
     target_aki: the AKI Fig. 6, 7, 8 compare the schedulers at (capped to what RL reaches).
     matched_aki_min: accepted for the preset; the claim applies it (eval.report.matched_aki_claim), the
@@ -229,7 +236,7 @@ def run_sweeps(out_dir, prepared_dir, segmenter_dir, flownet_dir, rl_dirs, dvsne
     caches = [VideoCache(dff, images, labels, num_classes=num_classes, batch_size=cache_batch_size,
                          keep_masks=keep_masks) for images, labels in videos]
     policies = {float(eta): load_policy(d) for eta, d in sorted((rl_dirs or {}).items())}
-    makers = _makers(policies, load_dvsnet(dvsnet_dir) if dvsnet_dir else None, seed)
+    makers = _makers(policies, load_dvsnet(dvsnet_dir) if dvsnet_dir else None, seed, causal_oracle=oracle)
     log(f"sweeps: {len(makers)} schedulers x target AKIs {', '.join(f'{t:g}' for t in targets)} over "
         f"{len(caches)} videos, {total} frames (S={size})" + (f"; oracle: {oracle_pairs} pairs" if oracle else ""))
     for cache in caches:    # N on every frame, in batches (every frame is a key of some run)
@@ -300,7 +307,7 @@ def _representatives(makers, probes):
     """{scheduler name: one scheduler at its start knob}, for its decision time."""
     representatives = {}
     for _, name, _, make in makers:
-        if name not in representatives:
+        if name not in representatives and name in probes:   # (not the causal oracle: no runtime input)
             start = float(np.median(probes[name])) if len(probes[name]) else knob_for(name).start
             representatives[name] = make(start)
     return representatives

@@ -112,16 +112,16 @@ def test_run_sweeps_end_to_end(tmp_path, tiny_checkpoints):  # noqa: F811
                                timing_frames=6, log=lines.append)
     assert result["target_akis"] == [2.0, 4.0] and result["dropped_target_akis"] == [50.0]
     curves = result["curves"]
-    assert set(curves) == {"rl", "dvsnet", "flow_magnitude", "fixed", "random", "oracle"}
+    assert set(curves) == {"rl", "dvsnet", "flow_magnitude", "fixed", "random", "oracle", "causal_oracle"}
     for name, points in curves.items():
         assert points, name
         for p in points:
             assert p["aki"] >= 1.0 and 0.0 <= p["miou"] <= 100.0 and "threshold" in p
             assert p["target_aki"] in (2.0, 4.0) and isinstance(p["calibrated"], bool)
             assert p["calibrated"] == in_band(p["aki"], p["target_aki"], 0.1)
-            if name != "oracle":
+            if name not in ("oracle", "causal_oracle"):
                 assert p["fps"] > 0 and 0.0 <= p["flicker"] <= 1.0
-    assert all(p["fps"] is None for p in curves["oracle"])
+    assert all(p["fps"] is None for p in curves["oracle"] + curves["causal_oracle"])   # they read labels
     assert all(p["kar_limit"] == 0.14 for p in curves["rl"]) and list(result["rl_policies"]) == ["0.14"]
     # fixed K is chosen from the target: K = 2 and 4 give exactly AKI 2 and 22 / 6
     fixed = {p["target_aki"]: p for p in curves["fixed"]}
@@ -134,7 +134,8 @@ def test_run_sweeps_end_to_end(tmp_path, tiny_checkpoints):  # noqa: F811
         for name, miou in row.items():
             calibrated = [p for p in curves[name] if p["calibrated"] and p["target_aki"] == target]
             assert (miou is None) == (not calibrated)
-    assert set(result["calibration"]) == {"rl_eta0.14", "dvsnet", "flow_magnitude", "fixed", "random"}
+    assert set(result["calibration"]) == {"rl_eta0.14", "dvsnet", "flow_magnitude", "fixed", "random",
+                                          "causal_oracle"}
     for name, rows in result["calibration"].items():
         assert [r["target_aki"] for r in rows] == [2.0, 4.0]
         assert all(r["calibrated"] or r["reason"] in ("out_of_range", "jump", "max_runs") for r in rows)
@@ -148,5 +149,6 @@ def test_run_sweeps_end_to_end(tmp_path, tiny_checkpoints):  # noqa: F811
     samples = np.load(tmp_path / "sweeps" / "fig8_samples.npz")
     assert samples["images"].shape[1:] == (CROP, CROP, 3) and samples["mask_rl"].shape[1:] == (CROP, CROP)
     assert not samples["is_key_rl"].any()
-    assert set(result["stage_ms"]["policy"]) == set(curves) - {"oracle"} and result["stage_ms"]["key"] > 0
+    assert set(result["stage_ms"]["policy"]) == set(curves) - {"oracle", "causal_oracle"}
+    assert result["stage_ms"]["key"] > 0
     assert any("dropped" in line for line in lines) and any("oracle AKI 2" in line for line in lines)

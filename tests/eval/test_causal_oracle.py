@@ -1,0 +1,79 @@
+"""eval.causal_oracle: keys on the present frame's true gain; calibrated like a scheduler; a reference in the
+report (never the best baseline), without an FPS."""
+import collections
+
+import numpy as np
+import pytest
+
+from eval import report
+from eval.calibrate import in_band
+from eval.causal_oracle import CausalOracle
+from eval.curves import measure_point, run_decisions, trace_scheduler
+from rl_scheduler.schedulers import make_scheduler
+
+Pair = collections.namedtuple("Pair", "miou confusion mask conv6 conv6_1 flow_magnitude")
+CLASSES = 2
+
+
+class CutsCache:
+    """A video whose propagation is good (0.9) within a shot and useless (0.2) across a cut; N scores
+    0.95 everywhere. The only information about the cuts is in the labels (conv6 is constant)."""
+
+    def __init__(self, frames=60, cuts=(13, 31, 47)):
+        self.num_frames, self.batch_size, self.cuts = frames, 4, cuts
+        self.shot = np.searchsorted(np.asarray(cuts), np.arange(frames), side="right")
+
+    def _entry(self, miou):
+        hits = int(round(100 * miou))
+        confusion = np.array([[hits, 100 - hits], [0, 100]], np.int64)
+        return Pair(float(miou), confusion, None, np.zeros((1, 1, 1, 4), np.float32),
+                    np.zeros((1, 1, 1, 4), np.float32), 0.5)
+
+    def key(self, i):
+        return self._entry(0.95)
+
+    def pair(self, k, i):
+        same_shot = self.shot[k] == self.shot[i]
+        return self._entry((0.9 - 0.002 * (i - k)) if same_shot else 0.2)
+
+
+def test_it_keys_exactly_where_the_present_gain_exceeds_its_threshold():
+    cache = CutsCache()
+    for threshold in (0.5, 0.52, 0.6, 0.9):
+        run = run_decisions(cache, CausalOracle(threshold), CLASSES)
+        expected, k = [0], 0
+        for i in range(1, cache.num_frames):   # the rule, written out
+            if 0.5 * (1 + cache.key(i).miou - cache.pair(k, i).miou) > threshold:
+                expected.append(i)
+                k = i
+        assert np.flatnonzero(run["keys"]).tolist() == expected, threshold
+    # at 0.6 (gain > 0.2) it keys on the cuts only: propagation within a shot loses 0.05-0.1 here
+    assert np.flatnonzero(run_decisions(cache, CausalOracle(0.6), CLASSES)["keys"]).tolist() == [0, 13, 31, 47]
+
+
+def test_it_beats_the_fixed_interval_at_the_same_key_count_when_the_labels_know_something():
+    cache = CutsCache()
+    oracle = measure_point([cache], CausalOracle(0.6), "causal_oracle", CLASSES, stage_ms={"key": 1.0})
+    fixed = measure_point([cache], make_scheduler("fixed", threshold=15), "fixed", CLASSES)
+    assert oracle["aki"] == fixed["aki"] == 15.0
+    assert oracle["miou"] > fixed["miou"] + 10.0
+    assert oracle["fps"] is None      # reads labels: no deployable FPS, even with stage timings
+
+
+def test_it_is_calibrated_like_a_scheduler():
+    entries, calibrations, _ = trace_scheduler("causal_oracle", CausalOracle, [CutsCache()], [15.0, 5.0], CLASSES,
+                                               max_runs=12)
+    assert [c.calibrated for c in calibrations] == [True, True]
+    assert all(in_band(p["aki"], p["target_aki"]) for p, _ in entries)
+
+
+def test_the_report_keeps_it_a_reference():
+    point = lambda aki, miou: dict(aki=aki, miou=miou, target_aki=aki, calibrated=True)  # noqa: E731
+    curves = {"rl": [point(25.0, 40.0)], "fixed": [point(25.0, 41.0)], "random": [point(25.0, 39.0)],
+              "oracle": [point(25.0, 45.0)], "causal_oracle": [point(25.0, 43.0)]}
+    claim = report.matched_aki_claim(curves)
+    assert claim["points"][0]["best_baseline"] == "fixed" and claim["points"][0]["difference"] == pytest.approx(-1.0)
+    row = claim["oracle_share"][0]
+    assert row["causal_share"] == pytest.approx(0.5) and row["share"] == pytest.approx(-0.25)
+    assert "causal oracle" in report.share_markdown(claim["oracle_share"])
+    assert "causal_oracle" in report.matched_markdown(curves, [25.0])
