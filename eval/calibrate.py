@@ -58,12 +58,15 @@ KNOBS = {
     "rl": Knob("tau", 1e-6, 1.0 - 1e-6, "logit", True, 0.5, resolution=1e-4),     # key when P(key) > tau
     "dvsnet": Knob("target %", 0.01, 99.99, "logit", False, 90.0, scale=100.0,
                    resolution=1e-4),                                               # key when score < target
-    # eval.causal_oracle: threshold on (1 + true gain) / 2, so 0.5 keys on any positive gain
-    "causal_oracle": Knob("gain score", 1e-6, 1.0 - 1e-6, "logit", True, 0.5, resolution=1e-4),
     "flow_magnitude": Knob("flow threshold", 1e-3, 1e3, "log", True, 1.0),       # key when |flow| > thr
     "fixed": Knob("interval K", 1.0, 1e4, "log", True, 10.0, integer=True),
     "random": Knob("interval K", 1.0, 1e4, "log", True, 10.0),                   # key with p = 1 / K
 }
+
+
+# eval.causal_oracle's references: a score in (0, 1) ((1 + gain) / 2, 1 - mIoU, 1 - agreement), key above it
+KNOBS.update({name: Knob("score", 1e-6, 1.0 - 1e-6, "logit", True, 0.5, resolution=1e-4)
+              for name in ("causal_oracle", "causal_propagated", "causal_agreement")})
 
 
 def knob_for(name, **changes):

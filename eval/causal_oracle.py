@@ -1,41 +1,54 @@
-"""The causal oracle: a key rule that reads the present frame's true gain (issue 13, diagnostics).
+"""Causal references: key rules that know one signal of the present frame exactly (issue 13, diagnostics).
 
-`eval.oracle` places keys knowing every pair's true quality, the future included: an upper bound no
-scheduler can reach, and much of its headroom comes from keying frames where N itself happens to be
-right. This rule answers the question between that bound and the schedulers: how much could a
-scheduler gain if it knew, at frame i, exactly what a key there is worth now? It keys when the true
-gain of a key at i, Eq. 1's reward (§3.2) read from the labels,
+`eval.oracle` places keys knowing every pair's true quality, the future included. These rules sit
+between that bound and the schedulers: like every scheduler they decide frame by frame without seeing
+the future (k = the last key, i = the present frame), but each reads one signal of the present exactly,
+and keys when it exceeds a calibrated threshold:
 
-    gain(k, i) = mIoU(N(i)) - mIoU(W(N_feat(k), F(k, i)))      (per-frame mIoU, a fraction),
+- `causal_oracle` ("gain"): the true gain of a key at i, Eq. 1's reward (§3.2) from the labels,
+      gain(k, i) = mIoU(N(i)) - mIoU(W(N_feat(k), F(k, i)))        (per-frame mIoU, a fraction).
+  RL's state (Conv6, KAR, LKD) can at best estimate this: where this rule gains little over the fixed
+  interval, no present-frame policy can gain much (it can still anticipate, which a threshold on the
+  present cannot, so this is not a strict bound).
+- `causal_propagated` ("propagated"): only the propagated mask's own error, 1 - mIoU(propagated), from
+  the labels: what knowing exactly where propagation fails (not where N succeeds) buys.
+- `causal_agreement` ("agreement"): 1 - the pixel agreement of the propagated mask with N's own mask on
+  i, DVSNet's regression target (§4.2), which needs no labels: what DVSNet with a perfect decision
+  network would do, and the most any label-free estimate of "propagation has drifted from N" can tell.
 
-exceeds a threshold, with k the last key. Like every scheduler it decides frame by frame without
-seeing the future; unlike them it reads the ground truth, so it is a reference, not a competitor
-(no FPS: no deployable model computes its input). RL's state (Conv6, KAR, LKD) can at best estimate
-this gain, so where this rule gains little over the fixed interval at a matched AKI, a present-frame
-policy, however well trained and whatever its flow net, cannot gain much either (it can still
-anticipate, which a threshold on the present cannot: this is not a strict bound).
-
-Knob: `threshold` in (0, 1) on the score (1 + gain) / 2 (0.5: any positive gain), so the sweeps'
-logit calibration (`eval.calibrate.KNOBS`) covers every gain in (-1, 1).
+Scores are mapped into (0, 1) so the sweeps' logit calibration (`eval.calibrate.KNOBS`) covers every
+value: (1 + gain) / 2 (0.5 = any positive gain), 1 - mIoU, 1 - agreement. They read the labels or N on
+every frame, so they are references, never competitors, and have no FPS.
 """
 from rl_scheduler.schedulers import KeyScheduler
 
 NAME = "causal_oracle"
+# curve name -> (signal, score from the present frame's true numbers)
+REFERENCES = {
+    "causal_oracle": ("gain", lambda o: 0.5 * (1.0 + float(o["key_miou"]) - float(o["pair_miou"]))),
+    "causal_propagated": ("propagated", lambda o: 1.0 - float(o["pair_miou"])),
+    "causal_agreement": ("agreement", lambda o: 1.0 - float(o["pair_agreement"])),
+}
+SIGNALS = {signal: name for name, (signal, _) in REFERENCES.items()}
 
 
 class CausalOracle(KeyScheduler):
-    """Keys when (1 + gain) / 2 > threshold; the observation must carry `key_miou` (N's mIoU on the
-    frame) and `pair_miou` (the mIoU propagated from the last key), as `eval.curves.run_decisions`
-    gives a scheduler with `reads_labels`."""
+    """Keys when the score of `signal` (module docstring) exceeds the threshold. The observation must
+    carry key_miou (N's mIoU on the frame), pair_miou and pair_agreement (of the mask propagated from the
+    last key), as `eval.curves.run_decisions` gives a scheduler with `reads_labels`."""
 
-    name = NAME
     reads_labels = True
 
-    def __init__(self, threshold=0.5):
+    def __init__(self, threshold=0.5, signal="gain"):
+        if signal not in SIGNALS:
+            raise ValueError(f"signal {signal!r}: one of {', '.join(SIGNALS)}")
         super().__init__(float(threshold))
+        self.signal = signal
+        self.name = SIGNALS[signal]
+        self._score = REFERENCES[self.name][1]
 
     def score(self, observation):
-        return 0.5 * (1.0 + float(observation["key_miou"]) - float(observation["pair_miou"]))
+        return self._score(observation)
 
     def is_key(self, score):
         return score > self.threshold

@@ -70,7 +70,7 @@ def run_decisions(cache, scheduler, num_classes=None, keep_masks=False):
             pair = _pair(cache, k, i, _lookahead(i, key_count))
             observation.update(conv6=pair.conv6, conv6_1=pair.conv6_1, flow_magnitude=pair.flow_magnitude)
             if reads_labels:   # eval.causal_oracle: the present frame's true qualities
-                observation.update(key_miou=cache.key(i).miou, pair_miou=pair.miou)
+                observation.update(key_miou=cache.key(i).miou, pair_miou=pair.miou, pair_agreement=pair.agreement)
         is_key, score = scheduler.decide(observation)
         scheduler.record(is_key)
         is_key = bool(is_key) or i == 0

@@ -1,7 +1,8 @@
 """The paper's figures as PNG files (matplotlib, Agg) and Table 1 as markdown (§4).
 
 - Fig. 3: RL training, per KAR limit: mean return over training; the FC3 weights of KAR and LKD.
-- Fig. 4: mIoU against AKI and against FPS, every scheduler; the oracle dashed, as an upper bound.
+- Fig. 4: mIoU against AKI and against FPS, every scheduler; the oracle dashed and the causal references
+  dotted (references that read the labels, never competitors).
 - Fig. 6: density of consecutive key intervals (CKI) at one AKI.
 - Fig. 7: key frames and per-frame mIoU along one test video (RL, fixed interval, DVSNet).
 - Fig. 8: masks on non-key frames (frame, ground truth, predictions).
@@ -30,11 +31,16 @@ COLOURS = {"rl": "tab:red", "dvsnet": "tab:blue", "flow_magnitude": "tab:green",
            "random": "tab:gray"}
 LABELS = {"rl": "RL (ours)", "dvsnet": "DVSNet", "flow_magnitude": "flow magnitude", "fixed": "DFF fixed",
           "random": "DFF random"}
-ORACLE_LABEL = "oracle (upper bound)"   # a reference, never a competitor (DESIGN.md)
+# a reference, never a competitor (DESIGN.md); a bound only on its candidate grid (eval.oracle)
+ORACLE_LABEL = "oracle (best placement on a grid)"
 # eval.causal_oracle: keys on the present frame's true gain; a reference too (no FPS)
 REFERENCE_STYLES = {"oracle": dict(color="k", ls="--", marker=".", ms=5, lw=1.2, label=ORACLE_LABEL),
                     "causal_oracle": dict(color="0.45", ls=":", marker="x", ms=4, lw=1.2,
-                                          label="causal oracle (reads the present frame's labels)")}
+                                          label="causal oracle: true gain of a key now"),
+                    "causal_propagated": dict(color="tab:purple", ls=":", marker="+", ms=5, lw=1.0,
+                                              label="causal: true propagated mIoU"),
+                    "causal_agreement": dict(color="tab:cyan", ls=":", marker="+", ms=5, lw=1.0,
+                                             label="causal: exact DVSNet target (agreement with N)")}
 DPI = 110
 
 
@@ -89,8 +95,8 @@ def _draw_curve(ax, points, x, style, hollow_misses=True):
 
 def fig4_curves(curves, path, rl_policies=None):
     """curves: results.json `curves`; left: mIoU vs AKI (log), right: mIoU vs FPS. The oracle is drawn
-    dashed on the AKI panel as an upper bound and the causal oracle dotted (references without an FPS); hollow markers are points whose knob
-    missed its target AKI. rl_policies: {kar_limit: points} (sweeps.json), each RL policy's own curve,
+    dashed on the AKI panel and the causal references dotted (they read labels: no FPS); hollow
+    markers are points whose knob missed its target AKI. rl_policies: {kar_limit: points} (sweeps.json), each RL policy's own curve,
     drawn thin behind `curves["rl"]` (the best policy per target)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
     names = [n for n in COLOURS if curves.get(n)] + [n for n in curves

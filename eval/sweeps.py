@@ -9,9 +9,10 @@ policy goes into `curves["rl"]` (each policy's own curve: `rl_policies` in sweep
 `flow_magnitude` = the mean-|flow| threshold (feature-grid pixels); `fixed` = the interval K and
 `random` = the mean interval K (key with probability 1/K), both calibrated on simulated decisions
 (no pair computed) and then run once. `curves["oracle"]` is the best key placement knowing every
-pair's true quality (`eval.oracle`), an upper-bound reference; `curves["causal_oracle"]` keys frame by
-frame on the present frame's true gain (`eval.causal_oracle`), the reference between that bound and the
-schedulers (both come with `oracle=True`, and neither has an FPS).
+pair's true quality on a candidate grid (`eval.oracle`), a reference; `curves["causal_oracle"]` (and
+`causal_propagated`, `causal_agreement`) key frame by frame on one exactly known signal of the present
+frame (`eval.causal_oracle`), references between the oracle and the schedulers (`causal_signals`;
+none of them has an FPS).
 
 Decisions run over `rl_scheduler.cache.VideoCache` entries (`eval.curves.run_decisions`), as
 `eval.runtime` decides, so each (k, i) pair is computed once across all runs and the oracle.
@@ -41,7 +42,8 @@ from eval.curves import (DEFAULT_TARGET_AKIS, best_of_policies, curve_of, matche
                          simulate_keys, trace_scheduler, unreached)
 from eval.runtime import DynamicSegmenter
 
-SCHEDULER_ORDER = ("rl", "dvsnet", "flow_magnitude", "fixed", "random", "causal_oracle")
+SCHEDULER_ORDER = ("rl", "dvsnet", "flow_magnitude", "fixed", "random", "causal_oracle", "causal_propagated",
+                   "causal_agreement")
 MASK_BUDGET_BYTES = 512 * 2 ** 20   # keep every mask (flicker, Fig. 8) while they fit in this
 PAIRS_PER_FRAME_ESTIMATE = 12       # distinct (k, i) pairs per frame over the schedulers' runs
 
@@ -134,10 +136,10 @@ def _stage_option(stage_dir, key, default):
     return stage_config.get(key, (stage_config.get("training") or {}).get(key, default))
 
 
-def _makers(policies, dvsnet, seed, causal_oracle=False):
+def _makers(policies, dvsnet, seed, causal_signals=()):
     """[(curve name, scheduler name, extra, make(knob) -> fresh KeyScheduler)] in SCHEDULER_ORDER;
-    causal_oracle: add eval.causal_oracle's reference rule (reads the labels)."""
-    from eval.causal_oracle import NAME, CausalOracle
+    causal_signals: eval.causal_oracle's references to add (signals: gain, propagated, agreement)."""
+    from eval.causal_oracle import SIGNALS, CausalOracle
     from rl_scheduler.schedulers import make_scheduler
 
     out = [(f"rl_eta{eta:g}", "rl", {"kar_limit": float(eta)},
@@ -148,8 +150,8 @@ def _makers(policies, dvsnet, seed, causal_oracle=False):
     out.append(("flow_magnitude", "flow_magnitude", {}, lambda t: make_scheduler("flow_magnitude", threshold=t)))
     out.append(("fixed", "fixed", {}, lambda k: make_scheduler("fixed", threshold=int(k))))
     out.append(("random", "random", {}, lambda k: make_scheduler("random", threshold=k, seed=seed)))
-    if causal_oracle:
-        out.append((NAME, NAME, {}, lambda t: CausalOracle(threshold=t)))
+    for signal in causal_signals:
+        out.append((SIGNALS[signal], SIGNALS[signal], {}, lambda t, s=signal: CausalOracle(threshold=t, signal=s)))
     return out
 
 
@@ -192,7 +194,7 @@ def run_sweeps(out_dir, prepared_dir, segmenter_dir, flownet_dir, rl_dirs, dvsne
                rl_thresholds=(0.5,), dvsnet_thresholds=(90.0,), flow_magnitude_thresholds=(1.0,), intervals=(),
                oracle=True, oracle_max_gap=None, oracle_candidate_stride=None, oracle_pairs_per_frame=4,
                max_frames=None, matched_aki_min=25.0, seed=0, timing_frames=40, cache_batch_size=8,
-               flow_resolution=None, target_aki=121.0, log=print):
+               flow_resolution=None, target_aki=121.0, causal_signals=("gain",), log=print):
     """The sweeps stage of `eval.reproduce`: every scheduler over the test videos at calibrated AKIs.
 
     rl_dirs: {kar_limit: rl stage dir}; dvsnet_dir: the DVSNet stage dir (None: no dvsnet curve).
@@ -202,9 +204,10 @@ def run_sweeps(out_dir, prepared_dir, segmenter_dir, flownet_dir, rl_dirs, dvsne
     rl_thresholds, dvsnet_thresholds (percent), flow_magnitude_thresholds, intervals (fixed and random
       K): the calibration's first probes (their median is the start; the others are tried before
       blind extension steps).
-    oracle: add `curves["oracle"]` (eval.oracle) and `curves["causal_oracle"]` (eval.causal_oracle,
-      calibrated like the schedulers); oracle_max_gap / oracle_candidate_stride: one grid
+    oracle: add `curves["oracle"]` (eval.oracle); oracle_max_gap / oracle_candidate_stride: one grid
       for every target, None: per target G = 2 * target, c = ceil(G / oracle_pairs_per_frame).
+    causal_signals: eval.causal_oracle's references, calibrated like the schedulers ("gain" ->
+      curves["causal_oracle"], "propagated" -> "causal_propagated", "agreement" -> "causal_agreement").
     target_aki: the AKI Fig. 6, 7, 8 compare the schedulers at (capped to what RL reaches).
     matched_aki_min: accepted for the preset; the claim applies it (eval.report.matched_aki_claim), the
       sweeps' matched-AKI table covers every target.
@@ -236,7 +239,7 @@ def run_sweeps(out_dir, prepared_dir, segmenter_dir, flownet_dir, rl_dirs, dvsne
     caches = [VideoCache(dff, images, labels, num_classes=num_classes, batch_size=cache_batch_size,
                          keep_masks=keep_masks) for images, labels in videos]
     policies = {float(eta): load_policy(d) for eta, d in sorted((rl_dirs or {}).items())}
-    makers = _makers(policies, load_dvsnet(dvsnet_dir) if dvsnet_dir else None, seed, causal_oracle=oracle)
+    makers = _makers(policies, load_dvsnet(dvsnet_dir) if dvsnet_dir else None, seed, causal_signals)
     log(f"sweeps: {len(makers)} schedulers x target AKIs {', '.join(f'{t:g}' for t in targets)} over "
         f"{len(caches)} videos, {total} frames (S={size})" + (f"; oracle: {oracle_pairs} pairs" if oracle else ""))
     for cache in caches:    # N on every frame, in batches (every frame is a key of some run)

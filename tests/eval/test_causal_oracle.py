@@ -1,5 +1,5 @@
-"""eval.causal_oracle: keys on the present frame's true gain; calibrated like a scheduler; a reference in the
-report (never the best baseline), without an FPS."""
+"""eval.causal_oracle: rules that key on one exactly known signal of the present frame; calibrated like a
+scheduler; references in the report (never the best baseline), without an FPS."""
 import collections
 
 import numpy as np
@@ -11,7 +11,7 @@ from eval.causal_oracle import CausalOracle
 from eval.curves import measure_point, run_decisions, trace_scheduler
 from rl_scheduler.schedulers import make_scheduler
 
-Pair = collections.namedtuple("Pair", "miou confusion mask conv6 conv6_1 flow_magnitude")
+Pair = collections.namedtuple("Pair", "miou confusion mask conv6 conv6_1 flow_magnitude agreement")
 CLASSES = 2
 
 
@@ -23,18 +23,19 @@ class CutsCache:
         self.num_frames, self.batch_size, self.cuts = frames, 4, cuts
         self.shot = np.searchsorted(np.asarray(cuts), np.arange(frames), side="right")
 
-    def _entry(self, miou):
+    def _entry(self, miou, agreement=1.0):
         hits = int(round(100 * miou))
         confusion = np.array([[hits, 100 - hits], [0, 100]], np.int64)
         return Pair(float(miou), confusion, None, np.zeros((1, 1, 1, 4), np.float32),
-                    np.zeros((1, 1, 1, 4), np.float32), 0.5)
+                    np.zeros((1, 1, 1, 4), np.float32), 0.5, agreement)
 
     def key(self, i):
         return self._entry(0.95)
 
     def pair(self, k, i):
         same_shot = self.shot[k] == self.shot[i]
-        return self._entry((0.9 - 0.002 * (i - k)) if same_shot else 0.2)
+        # the agreement with N drops on frames 20 and 40, where N itself flickers
+        return self._entry((0.9 - 0.002 * (i - k)) if same_shot else 0.2, 0.5 if i % 20 == 0 else 0.95)
 
 
 def test_it_keys_exactly_where_the_present_gain_exceeds_its_threshold():
@@ -49,6 +50,17 @@ def test_it_keys_exactly_where_the_present_gain_exceeds_its_threshold():
         assert np.flatnonzero(run["keys"]).tolist() == expected, threshold
     # at 0.6 (gain > 0.2) it keys on the cuts only: propagation within a shot loses 0.05-0.1 here
     assert np.flatnonzero(run_decisions(cache, CausalOracle(0.6), CLASSES)["keys"]).tolist() == [0, 13, 31, 47]
+
+
+@pytest.mark.parametrize("signal, expected", [("gain", [0, 13, 31, 47]), ("propagated", [0, 13, 31, 47]),
+                                              ("agreement", [0, 20, 40])])
+def test_each_signal_reads_its_own_number(signal, expected):
+    rule = CausalOracle(0.3, signal=signal) if signal != "gain" else CausalOracle(0.6)
+    assert rule.name == {"gain": "causal_oracle", "propagated": "causal_propagated",
+                         "agreement": "causal_agreement"}[signal]
+    assert np.flatnonzero(run_decisions(CutsCache(), rule, CLASSES)["keys"]).tolist() == expected
+    with pytest.raises(ValueError, match="signal 'labels'"):
+        CausalOracle(signal="labels")
 
 
 def test_it_beats_the_fixed_interval_at_the_same_key_count_when_the_labels_know_something():
