@@ -4,7 +4,7 @@ A reference for the schedulers (DESIGN.md: `curves["oracle"]`, drawn dashed, nev
 reads the ground truth of the test videos, which no scheduler can. DESIGN.md calls it the upper bound;
 it is one only for placements on its candidate grid (below). Measured (session 6, `runs/demo_s5`'s
 test videos, the sweeps' grid c = ceil(2 t / 4)): eval.causal_oracle's frame-by-frame rule, free to key
-any frame, scored 2.0-2.1 points above it at AKI 5-100.
+any frame, scored 1.1-2.1 points above it at AKI 5-100.
 
 Objective, per video: the sum over frames of the per-frame mIoU of what each frame gets, key(i).miou
 on a key and pair(k, i).miou on a non-key propagated from its last key k (`rl_scheduler.cache`
