@@ -52,3 +52,49 @@ class CausalOracle(KeyScheduler):
 
     def is_key(self, score):
         return score > self.threshold
+
+
+def split_by_video(caches, video_ids, targets, num_classes, signals=tuple(SIGNALS), tolerance=0.1, max_runs=8,
+                   log=None):
+    """The fixed interval and each reference of `signals`, calibrated to `targets` per test video and on
+    all of them pooled (one threshold across videos, as the sweeps run): {group: {curve: [point]}},
+    group = a video id or "pooled", points as eval.curves' (measured, `calibrated` flags). Pooled, a
+    rule can spend keys on the video where they buy least; per video, it shows what each signal knows
+    within a video."""
+    from eval.curves import trace_scheduler
+    from rl_scheduler.schedulers import make_scheduler
+
+    makers = {"fixed": lambda k: make_scheduler("fixed", threshold=int(k))}
+    makers.update({SIGNALS[s]: (lambda t, s=s: CausalOracle(threshold=t, signal=s)) for s in signals})
+    groups = [(str(v), [c]) for v, c in zip(video_ids, caches)] + [("pooled", list(caches))]
+    out = {}
+    for group, members in groups:
+        out[group] = {}
+        for name, make in makers.items():
+            changes = {"high": float(max(c.num_frames for c in members))} if name == "fixed" else None
+            entries, _, runs = trace_scheduler(name, make, members, targets, num_classes, tolerance=tolerance,
+                                               max_runs=max_runs, knob_changes=changes)
+            out[group][name] = [point for point, _ in entries]
+            if log:
+                log(f"{group} {name}: {runs} runs; " + ", ".join(
+                    f"AKI {p['aki']:.1f} -> {p['miou']:.2f}" for p in out[group][name]))
+    return out
+
+
+def split_markdown(split, tolerance=0.1):
+    """One row per group and target: mIoU (measured AKI) of fixed and each reference, and each reference
+    minus fixed; "-" where the calibration missed the band (never interpolated)."""
+    from eval.curves import point_at_target
+
+    names = [n for n in REFERENCES if any(n in curves for curves in split.values())]
+    header = ["group", "target AKI", "fixed"] + names + [f"{n} - fixed" for n in names]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for group, curves in split.items():
+        targets = sorted({p["target_aki"] for points in curves.values() for p in points})
+        for t in targets:
+            got = {n: point_at_target(curves.get(n, []), t, tolerance) for n in ["fixed"] + names}
+            cell = lambda p: "-" if p is None else f"{p['miou']:.2f} ({p['aki']:.1f})"  # noqa: E731
+            diff = lambda p: "-" if p is None or got["fixed"] is None else f"{p['miou'] - got['fixed']['miou']:+.2f}"  # noqa: E731
+            lines.append("| " + " | ".join([group, f"{t:g}", cell(got["fixed"])] + [cell(got[n]) for n in names]
+                                           + [diff(got[n]) for n in names]) + " |")
+    return "\n".join(lines)

@@ -127,7 +127,8 @@ def fig8_samples(dff, images, labels, records, chosen, num_classes, count=3, min
     return out
 
 
-def _stage_option(stage_dir, key, default):
+def stage_option(stage_dir, key, default):
+    """A training option of a finished stage (its config.json, or that file's "training" block)."""
     try:
         with open(os.path.join(stage_dir, "config.json")) as f:
             stage_config = json.load(f)
@@ -225,7 +226,7 @@ def run_sweeps(out_dir, prepared_dir, segmenter_dir, flownet_dir, rl_dirs, dvsne
     if not test_videos:
         raise ConfigError("--test_videos: the sweeps need at least one test video")
     os.makedirs(out_dir, exist_ok=True)
-    flow_resolution = flow_resolution or _stage_option(flownet_dir, "flow_resolution", "full")
+    flow_resolution = flow_resolution or stage_option(flownet_dir, "flow_resolution", "full")
     dff = load_dff(segmenter_dir, flownet_dir, flow_resolution=flow_resolution)
     num_classes = int(dff.segmenter.output_shape[-1])
     videos = [load_video(prepared_dir, str(v), 0, max_frames) for v in test_videos]

@@ -89,3 +89,27 @@ def test_the_report_keeps_it_a_reference():
     assert row["causal_share"] == pytest.approx(0.5) and row["share"] == pytest.approx(-0.25)
     assert "causal oracle" in report.share_markdown(claim["oracle_share"])
     assert "causal_oracle" in report.matched_markdown(curves, [25.0])
+
+
+def test_split_by_video_calibrates_each_video_and_the_pool():
+    from eval.causal_oracle import split_by_video, split_markdown
+
+    caches = [CutsCache(), CutsCache(frames=40, cuts=(9, 22))]
+    split = split_by_video(caches, ["a", "b"], [10.0], CLASSES, signals=("gain", "agreement"), max_runs=12)
+    assert list(split) == ["a", "b", "pooled"]
+    for group in ("a", "b", "pooled"):
+        assert set(split[group]) == {"fixed", "causal_oracle", "causal_agreement"}
+        fixed = split[group]["fixed"][0]
+        assert fixed["calibrated"] and in_band(fixed["aki"], 10.0) and fixed["target_aki"] == 10.0
+    # on a video with cuts the true gain beats even spacing at the same AKI
+    assert split["a"]["causal_oracle"][0]["miou"] > split["a"]["fixed"][0]["miou"]
+    table = split_markdown(split)
+    assert "| pooled | 10 |" in table and "causal_oracle - fixed" in table
+
+
+def test_causal_split_needs_a_finished_workdir(tmp_path):
+    from deeplab_face.errors import ConfigError
+    from eval.causal_split import causal_split
+
+    with pytest.raises(ConfigError, match=r"checkpoints/segmenter is not a finished stage"):
+        causal_split(str(tmp_path))

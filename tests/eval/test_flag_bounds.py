@@ -26,6 +26,7 @@ COMMANDS = {
     "rl_scheduler.train_dvsnet": ["--root_dir=r", "--prepared_dir=p", "--segmenter_dir=s", "--flownet_dir=f"],
     "eval.cityscapes": ["--data_dir=d", "--checkpoint=c"],
     "rl_scheduler.pair_tables": ["--pair_table_dir=t", "--prepared_dir=p", "--segmenter_dir=s", "--flownet_dir=f"],
+    "eval.causal_split": ["--workdir=w"],
 }
 
 

@@ -1,0 +1,82 @@
+"""Per test video and pooled: the fixed interval against the causal references (eval.causal_oracle).
+
+    python -m eval.causal_split --workdir=runs/demo [--target_akis=5,10,25,50,100]
+
+Reads a finished `eval.reproduce` workdir (its prepared test videos, N and F), calibrates the fixed
+interval and each reference (true gain, true propagated mIoU, DVSNet's label-free agreement) to every
+target AKI on each test video alone and on all of them pooled, and writes `W/causal_split.json` and
+`W/causal_split.md` (the table it prints). It answers why the pooled sweeps look as they do: a rule
+that is right within each video can still lose pooled by spending keys on the video where they buy
+least. Every number is a measured run; a target a rule cannot reach within the band is "-".
+"""
+import os
+
+from absl import flags
+
+from deeplab_face import atomic, cli
+from deeplab_face.errors import ConfigError
+
+DEFAULT_TARGETS = ("5", "10", "25", "50", "100")
+
+
+def causal_split(workdir, videos=None, target_akis=(5, 10, 25, 50, 100), signals=("gain", "propagated", "agreement"),
+                 aki_tolerance=0.1, max_calibration_runs=8, log=print):
+    """Writes W/causal_split.json and .md; returns {group: {curve: [point]}} (eval.causal_oracle.split_by_video)."""
+    from eval.causal_oracle import SIGNALS, split_by_video, split_markdown
+    from eval.sweeps import stage_option
+    from flownet2s.dff import load_dff
+    from rl_scheduler.cache import load_video_caches
+
+    checkpoints = os.path.join(workdir, "checkpoints")
+    for stage in ("segmenter", "flownet"):
+        if not os.path.exists(os.path.join(checkpoints, stage, "DONE")):
+            raise ConfigError(f"--workdir: {os.path.join(checkpoints, stage)} is not a finished stage; run "
+                              f"`python -m eval.reproduce --workdir={workdir}` first")
+    for signal in signals:
+        if signal not in SIGNALS:
+            raise ConfigError(f"--signals: {signal!r} is not one of {', '.join(SIGNALS)}")
+    if not videos:
+        results = atomic.read_json(os.path.join(workdir, "results.json"), default={})
+        videos = (results.get("dataset") or {}).get("test_videos")
+        if not videos:
+            raise ConfigError(f"--videos: none given and {workdir}/results.json names no test videos")
+    flow_dir = os.path.join(checkpoints, "flownet")
+    dff = load_dff(os.path.join(checkpoints, "segmenter"), flow_dir,
+                   flow_resolution=stage_option(flow_dir, "flow_resolution", "full"))
+    num_classes = int(dff.segmenter.output_shape[-1])
+    caches = load_video_caches(dff, os.path.join(workdir, "prepared"), videos, num_classes, keep_masks=False)
+    log(f"causal_split: N on every frame of {', '.join(map(str, videos))}")
+    for cache in caches:
+        cache.prefetch_keys(range(cache.num_frames))
+    split = split_by_video(caches, videos, [float(t) for t in target_akis], num_classes, tuple(signals),
+                           aki_tolerance, max_calibration_runs, log=log)
+    table = split_markdown(split, aki_tolerance)
+    atomic.write_json(os.path.join(workdir, "causal_split.json"), split)
+    atomic.write_text(os.path.join(workdir, "causal_split.md"), table + "\n")
+    log(table)
+    return split
+
+
+def define_flags():
+    flags.DEFINE_string("workdir", None, "A finished eval.reproduce workdir.")
+    flags.DEFINE_list("videos", [], "Test video ids (default: results.json's test videos).")
+    flags.DEFINE_list("target_akis", list(DEFAULT_TARGETS), "Target AKIs.")
+    flags.DEFINE_list("signals", ["gain", "propagated", "agreement"], "eval.causal_oracle signals.")
+    flags.DEFINE_float("aki_tolerance", 0.1, "A point counts within +- this fraction of its target.",
+                       lower_bound=0.01, upper_bound=0.5)
+    flags.DEFINE_integer("max_calibration_runs", 8, "Runs per rule and target at most.", lower_bound=1)
+
+
+def main(argv):
+    cli.check_command_line(argv, required=("workdir",))
+    FLAGS = flags.FLAGS
+    try:
+        targets = [float(t) for t in FLAGS.target_akis]
+    except ValueError:
+        raise ConfigError(f"--target_akis: {','.join(FLAGS.target_akis)} is not a list of numbers") from None
+    causal_split(FLAGS.workdir, FLAGS.videos, targets, FLAGS.signals, FLAGS.aki_tolerance, FLAGS.max_calibration_runs)
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.run(main)
