@@ -59,17 +59,20 @@ def test_make_figures_writes_every_figure(tmp_path):
     assert "| FlowNet2-s | N/A | 55.00 | 99.0 |" in table
 
 
-def test_fig4_draws_the_oracle_dashed_as_an_upper_bound(tmp_path, monkeypatch):
+def test_fig4_draws_the_references_dashed_and_dotted_without_fps(tmp_path, monkeypatch):
     _fake_workdir(tmp_path)
     drawn = []
     monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.append(fig) or path)
     results = json.loads((tmp_path / "results.json").read_text())
-    figures.fig4_curves(results["curves"], str(tmp_path / "f.png"), results["sweeps"]["rl_policies"])
+    curves = dict(results["curves"], causal_oracle=[dict(p, miou=p["miou"] + 1.0) for p in results["curves"]["oracle"]])
+    figures.fig4_curves(curves, str(tmp_path / "f.png"), results["sweeps"]["rl_policies"])
     left, right = drawn[0].axes
     lines = {line.get_label(): line for line in left.get_lines()}
-    assert lines["oracle (upper bound)"].get_linestyle() == "--"
+    oracle, causal = figures.ORACLE_LABEL, figures.REFERENCE_STYLES["causal_oracle"]["label"]
+    assert lines[oracle].get_linestyle() == "--" and lines[causal].get_linestyle() == ":"
     assert "RL (ours), KAR limit 0.04" in lines and "RL (ours)" in lines
-    assert "oracle (upper bound)" not in {line.get_label() for line in right.get_lines()}   # it has no FPS
+    on_fps = {line.get_label() for line in right.get_lines()}
+    assert oracle not in on_fps and causal not in on_fps   # they read labels: no FPS
     hollow = [line for line in left.get_lines() if line.get_markerfacecolor() == "white"]
     assert len(hollow) == 1 and list(hollow[0].get_xdata()) == [40.0]   # dvsnet's missed target
 
