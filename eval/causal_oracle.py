@@ -22,8 +22,8 @@ every frame, so they are references, never competitors, and have no FPS.
 """
 from rl_scheduler.schedulers import KeyScheduler
 
-NAME = "causal_oracle"
-# curve name -> (signal, score from the present frame's true numbers)
+# curve name -> (signal, score from the present frame's true numbers); the one list of the references
+# (eval.calibrate's knob table and eval.sweeps' order name them too, to stay free of this module's Keras import)
 REFERENCES = {
     "causal_oracle": ("gain", lambda o: 0.5 * (1.0 + float(o["key_miou"]) - float(o["pair_miou"]))),
     "causal_propagated": ("propagated", lambda o: 1.0 - float(o["pair_miou"])),

@@ -15,13 +15,14 @@ import pathlib
 from deeplab_face import atomic
 from deeplab_face.segmentation_metrics import fmt
 from eval import diagnostics
+from eval.causal_oracle import REFERENCES as CAUSAL_REFERENCES
 from eval.curves import point_at_target
 from eval.figures import table1_markdown
 
 RL = "rl"
 ORACLE = "oracle"
 CAUSAL_ORACLE = "causal_oracle"   # eval.causal_oracle: keys on the present frame's true gain
-REFERENCES = (ORACLE, CAUSAL_ORACLE, "causal_propagated", "causal_agreement")   # never competitors
+REFERENCES = (ORACLE, *CAUSAL_REFERENCES)   # read the labels: never competitors
 BASELINES = ("dvsnet", "flow_magnitude", "fixed", "random")
 MATCHED_AKI_GRID = (25, 30, 40, 50, 60, 80, 100, 121, 150, 200, 300, 500)   # curves without target_aki
 CLAIM_TARGET_POINTS = 1.0   # issue 6 item 8: RL >= best baseline + 1.0 mIoU point
