@@ -20,6 +20,7 @@ Scores are mapped into (0, 1) so the sweeps' logit calibration (`eval.calibrate.
 value: (1 + gain) / 2 (0.5 = any positive gain), 1 - mIoU, 1 - agreement. They read the labels or N on
 every frame, so they are references, never competitors, and have no FPS.
 """
+from eval.calibrate import in_band
 from rl_scheduler.schedulers import KeyScheduler
 
 # curve name -> (signal, score from the present frame's true numbers); the one list of the references
@@ -30,6 +31,7 @@ REFERENCES = {
     "causal_agreement": ("agreement", lambda o: 1.0 - float(o["pair_agreement"])),
 }
 SIGNALS = {signal: name for name, (signal, _) in REFERENCES.items()}
+BUDGET_GROUP = "per-video budget"   # split_by_video's group: each video at its own calibrated knob
 
 
 class CausalOracle(KeyScheduler):
@@ -56,11 +58,13 @@ class CausalOracle(KeyScheduler):
 
 def split_by_video(caches, video_ids, targets, num_classes, signals=tuple(SIGNALS), tolerance=0.1, max_runs=8,
                    log=None):
-    """The fixed interval and each reference of `signals`, calibrated to `targets` per test video and on
-    all of them pooled (one threshold across videos, as the sweeps run): {group: {curve: [point]}},
-    group = a video id or "pooled", points as eval.curves' (measured, `calibrated` flags). Pooled, a
-    rule can spend keys on the video where they buy least; per video, it shows what each signal knows
-    within a video."""
+    """The fixed interval and each reference of `signals`, calibrated to `targets` per test video, on
+    all of them pooled (one threshold across videos, as the sweeps run), and with a per-video budget:
+    {group: {curve: [point]}}, group = a video id, "pooled" or BUDGET_GROUP, points as eval.curves'
+    (measured, `calibrated` flags). Pooled, a rule can spend keys on the video where they buy least; per
+    video, it shows what each signal knows within a video; the budget group runs every video at its own
+    calibrated threshold and pools the result, the key budget per video that the fixed interval and RL's
+    KAR limit (§3.2) keep."""
     from eval.curves import trace_scheduler
     from rl_scheduler.schedulers import make_scheduler
 
@@ -78,7 +82,28 @@ def split_by_video(caches, video_ids, targets, num_classes, signals=tuple(SIGNAL
             if log:
                 log(f"{group} {name}: {runs} runs; " + ", ".join(
                     f"AKI {p['aki']:.1f} -> {p['miou']:.2f}" for p in out[group][name]))
+    per_video = [out[str(v)] for v in video_ids]
+    out[BUDGET_GROUP] = {name: [p for p in (_budget_point(caches, make, [curves[name] for curves in per_video], t,
+                                                          num_classes, tolerance) for t in targets) if p]
+                         for name, make in makers.items()}
     return out
+
+
+def _budget_point(caches, make, curves, target, num_classes, tolerance):
+    """One measured run over all `caches`, each video at the knob of its own calibrated point at `target`
+    (curves: one per video); None where a video has none. mIoU from the summed confusions, AKI = all
+    frames / all keys (within the band, since every video's AKI is)."""
+    from eval import metrics
+    from eval.curves import point_at_target, run_decisions
+
+    chosen = [point_at_target(points, target, tolerance) for points in curves]
+    if any(p is None for p in chosen):
+        return None
+    runs = [run_decisions(cache, make(p["threshold"]), num_classes) for cache, p in zip(caches, chosen)]
+    aki = metrics.aki([r["keys"] for r in runs])
+    return dict(aki=aki, miou=100.0 * metrics.mean_iou(sum(r["confusion"] for r in runs)), fps=None,
+                thresholds=[p["threshold"] for p in chosen], target_aki=float(target),
+                calibrated=bool(in_band(aki, target, tolerance)))
 
 
 def split_markdown(split, tolerance=0.1):

@@ -96,7 +96,7 @@ def test_split_by_video_calibrates_each_video_and_the_pool():
 
     caches = [CutsCache(), CutsCache(frames=40, cuts=(9, 22))]
     split = split_by_video(caches, ["a", "b"], [10.0], CLASSES, signals=("gain", "agreement"), max_runs=12)
-    assert list(split) == ["a", "b", "pooled"]
+    assert list(split) == ["a", "b", "pooled", "per-video budget"]
     for group in ("a", "b", "pooled"):
         assert set(split[group]) == {"fixed", "causal_oracle", "causal_agreement"}
         fixed = split[group]["fixed"][0]
@@ -105,6 +105,22 @@ def test_split_by_video_calibrates_each_video_and_the_pool():
     assert split["a"]["causal_oracle"][0]["miou"] > split["a"]["fixed"][0]["miou"]
     table = split_markdown(split)
     assert "| pooled | 10 |" in table and "causal_oracle - fixed" in table
+
+
+def test_the_per_video_budget_runs_each_video_at_its_own_knob():
+    from eval import metrics
+    from eval.causal_oracle import BUDGET_GROUP, split_by_video, split_markdown
+
+    caches = [CutsCache(), CutsCache(frames=40, cuts=(9, 22))]
+    split = split_by_video(caches, ["a", "b"], [10.0, 500.0], CLASSES, signals=("gain",), max_runs=12)
+    budget = split[BUDGET_GROUP]["causal_oracle"]
+    assert [p["target_aki"] for p in budget] == [10.0]     # no video reaches AKI 500: no point, never a guess
+    point = budget[0]
+    assert point["thresholds"] == [split[v]["causal_oracle"][0]["threshold"] for v in ("a", "b")]
+    runs = [run_decisions(c, CausalOracle(t), CLASSES) for c, t in zip(caches, point["thresholds"])]
+    assert point["miou"] == pytest.approx(100 * metrics.mean_iou(sum(r["confusion"] for r in runs)))
+    assert point["aki"] == metrics.aki([r["keys"] for r in runs]) and point["calibrated"]
+    assert f"| {BUDGET_GROUP} | 10 |" in split_markdown(split)
 
 
 def test_causal_split_needs_a_finished_workdir(tmp_path):
