@@ -27,6 +27,7 @@ COMMANDS = {
     "eval.cityscapes": ["--data_dir=d", "--checkpoint=c"],
     "rl_scheduler.pair_tables": ["--pair_table_dir=t", "--prepared_dir=p", "--segmenter_dir=s", "--flownet_dir=f"],
     "eval.causal_split": ["--workdir=w"],
+    "eval.oracle_state": ["--workdir=w"],
 }
 
 

@@ -249,3 +249,25 @@ def test_a_second_run_on_a_busy_workdir_is_refused(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_oracle_state_trains_on_the_runs_tables_and_sweeps_like_rl(smoke_run):
+    """Last in this file: it adds checkpoints/rl_gain_state to the shared smoke workdir."""
+    from eval.oracle_state import STAGE, oracle_state
+
+    workdir, results, _, _ = smoke_run
+    lines = []
+    out = oracle_state(str(workdir), target_akis=(2,), max_calibration_runs=3, log=lines.append)
+    stage = json.loads((workdir / "checkpoints" / STAGE / "config.json").read_text())
+    rl_stage = json.loads((workdir / "checkpoints" / "rl_eta0.14" / "config.json").read_text())
+    assert (workdir / "checkpoints" / STAGE / "DONE").exists()
+    # the RL stage's own hyperparameters, but the gain's scale learned (standardised tap)
+    assert stage["training"]["feature_norm"] == "standardize" and stage["kar_limit"] == rl_stage["kar_limit"]
+    for key in ("episodes", "episode_length", "trials", "learning_rate", "deviation_tap", "reward_credit"):
+        assert stage["training"][key] == rl_stage["training"][key], key
+    assert [p["target_aki"] for p in out["rl_gain_state"]] == [2.0] and out["training"]["runs"] >= 1
+    assert out["fixed"][0]["calibrated"] and out["fixed"][0]["aki"] == pytest.approx(2.0, rel=0.1)
+    on_disk = json.loads((workdir / "oracle_state.json").read_text())
+    assert on_disk["rl_gain_state"][0]["miou"] == pytest.approx(out["rl_gain_state"][0]["miou"])
+    assert "| 2 |" in (workdir / "oracle_state.md").read_text()
+    assert any("state = true gain" in line for line in lines)
