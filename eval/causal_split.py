@@ -17,6 +17,7 @@ from absl import flags
 
 from deeplab_face import atomic, cli
 from deeplab_face.errors import ConfigError
+from eval.workdir import parse_target_akis, require_finished
 
 DEFAULT_TARGETS = ("5", "10", "25", "50", "100")
 # A single video's response to a threshold steps more than the pool's: with 8 runs, runs/demo_s5 left
@@ -32,11 +33,7 @@ def causal_split(workdir, videos=None, target_akis=(5, 10, 25, 50, 100), signals
     from flownet2s.dff import load_dff
     from rl_scheduler.cache import load_video_caches
 
-    checkpoints = os.path.join(workdir, "checkpoints")
-    for stage in ("segmenter", "flownet"):
-        if not os.path.exists(os.path.join(checkpoints, stage, "DONE")):
-            raise ConfigError(f"--workdir: {os.path.join(checkpoints, stage)} is not a finished stage; run "
-                              f"`python -m eval.reproduce --workdir={workdir}` first")
+    checkpoints = require_finished(workdir)
     for signal in signals:
         if signal not in SIGNALS:
             raise ConfigError(f"--signals: {signal!r} is not one of {', '.join(SIGNALS)}")
@@ -76,10 +73,7 @@ def define_flags():
 def main(argv):
     cli.check_command_line(argv, required=("workdir",))
     FLAGS = flags.FLAGS
-    try:
-        targets = [float(t) for t in FLAGS.target_akis]
-    except ValueError:
-        raise ConfigError(f"--target_akis: {','.join(FLAGS.target_akis)} is not a list of numbers") from None
+    targets = parse_target_akis(FLAGS.target_akis)
     causal_split(FLAGS.workdir, FLAGS.videos, targets, FLAGS.signals, FLAGS.aki_tolerance, FLAGS.max_calibration_runs)
 
 

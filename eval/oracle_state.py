@@ -26,6 +26,7 @@ from absl import flags
 
 from deeplab_face import atomic, cli
 from deeplab_face.errors import ConfigError
+from eval.workdir import parse_target_akis, require_finished
 
 STAGE = "rl_gain_state"
 TAPS = ("conv6", "conv6_1")
@@ -74,11 +75,7 @@ def oracle_state(workdir, target_akis=(5, 10, 25, 50, 100), max_calibration_runs
     from rl_scheduler.policy_training import train_policy
     from rl_scheduler.schedulers import make_scheduler, policy_history_options
 
-    checkpoints = os.path.join(workdir, "checkpoints")
-    for stage in ("segmenter", "flownet"):
-        if not os.path.exists(os.path.join(checkpoints, stage, "DONE")):
-            raise ConfigError(f"--workdir: {os.path.join(checkpoints, stage)} is not a finished stage; run "
-                              f"`python -m eval.reproduce --workdir={workdir}` first")
+    checkpoints = require_finished(workdir)
     rl_dir, rl_config = _rl_stage(checkpoints)
     training = rl_config["training"]
     results = atomic.read_json(os.path.join(workdir, "results.json"), default={})
@@ -160,10 +157,7 @@ def define_flags():
 def main(argv):
     cli.check_command_line(argv, required=("workdir",))
     FLAGS = flags.FLAGS
-    try:
-        targets = [float(t) for t in FLAGS.target_akis]
-    except ValueError:
-        raise ConfigError(f"--target_akis: {','.join(FLAGS.target_akis)} is not a list of numbers") from None
+    targets = parse_target_akis(FLAGS.target_akis)
     oracle_state(FLAGS.workdir, targets, FLAGS.max_calibration_runs, FLAGS.aki_tolerance)
 
 

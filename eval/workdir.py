@@ -8,6 +8,8 @@
   with the holder's pid; the lock of a killed run is stale and taken over.
 - Stage records (`W/stages/<name>.json`): written atomically after the stage's own files; one that
   cannot be read is a half-done stage, which runs again with a warning.
+- Readers of a finished workdir (eval.causal_split, eval.oracle_state): `require_finished` and
+  `parse_target_akis`, their one error line each.
 """
 import os
 import pathlib
@@ -23,6 +25,24 @@ def finished_stages(workdir):
     """Names of the stages with a record in `workdir/stages`."""
     folder = pathlib.Path(workdir) / "stages"
     return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+
+
+def require_finished(workdir, stages=("segmenter", "flownet")):
+    """W/checkpoints, or a ConfigError naming the first of `stages` that has not finished there."""
+    checkpoints = os.path.join(workdir, "checkpoints")
+    for stage in stages:
+        if not os.path.exists(os.path.join(checkpoints, stage, "DONE")):
+            raise ConfigError(f"--workdir: {os.path.join(checkpoints, stage)} is not a finished stage; run "
+                              f"`python -m eval.reproduce --workdir={workdir}` first")
+    return checkpoints
+
+
+def parse_target_akis(values):
+    """--target_akis (strings) as floats, or a ConfigError naming the flag."""
+    try:
+        return [float(t) for t in values]
+    except ValueError:
+        raise ConfigError(f"--target_akis: {','.join(map(str, values))} is not a list of numbers") from None
 
 
 def check_identity(workdir, identity, log=print):

@@ -44,3 +44,12 @@ def test_it_needs_a_finished_workdir(tmp_path):
 
     with pytest.raises(ConfigError, match=r"checkpoints/segmenter is not a finished stage"):
         oracle_state(str(tmp_path))
+
+
+def test_target_akis_must_be_numbers():
+    from deeplab_face.errors import ConfigError
+    from eval.workdir import parse_target_akis
+
+    assert parse_target_akis(["5", "25.5"]) == [5.0, 25.5]
+    with pytest.raises(ConfigError, match=r"--target_akis: 5,ten is not a list of numbers"):
+        parse_target_akis(["5", "ten"])
