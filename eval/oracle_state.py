@@ -89,7 +89,7 @@ def oracle_state(workdir, target_akis=(5, 10, 25, 50, 100), max_calibration_runs
     prepared = os.path.join(workdir, "prepared")
 
     hparams = {k: v for k, v in training.items() if k not in _NOT_HPARAMS}
-    hparams.update(feature_norm="standardize", verbose=0)
+    hparams.update(feature_norm="standardize", verbose=1 if log is print else 0)   # the training's progress bar
     tap, horizon = hparams["deviation_tap"], int(hparams["credit_horizon"])
     train_ids, val_ids = [str(v) for v in training["train_videos"]], [str(v) for v in training["val_videos"]]
     caches = dict(zip(train_ids + val_ids, load_video_caches(
