@@ -17,7 +17,7 @@ from absl import flags
 
 from deeplab_face import atomic, cli
 from deeplab_face.errors import ConfigError
-from eval.workdir import parse_target_akis, require_finished
+from eval.workdir import load_finished_run, parse_target_akis, require_finished
 
 DEFAULT_TARGETS = ("5", "10", "25", "50", "100")
 # A single video's response to a threshold steps more than the pool's: with 8 runs, runs/demo_s5 left
@@ -29,27 +29,14 @@ def causal_split(workdir, videos=None, target_akis=(5, 10, 25, 50, 100), signals
                  aki_tolerance=0.1, max_calibration_runs=DEFAULT_MAX_RUNS, log=print):
     """Writes W/causal_split.json and .md; returns {group: {curve: [point]}} (eval.causal_oracle.split_by_video)."""
     from eval.causal_oracle import SIGNALS, split_by_video, split_markdown
-    from eval.sweeps import stage_option
-    from flownet2s.dff import load_dff
-    from rl_scheduler.cache import load_video_caches
 
-    checkpoints = require_finished(workdir)
+    require_finished(workdir)
     for signal in signals:
         if signal not in SIGNALS:
             raise ConfigError(f"--signals: {signal!r} is not one of {', '.join(SIGNALS)}")
-    if not videos:
-        results = atomic.read_json(os.path.join(workdir, "results.json"), default={})
-        videos = (results.get("dataset") or {}).get("test_videos")
-        if not videos:
-            raise ConfigError(f"--videos: none given and {workdir}/results.json names no test videos")
-    flow_dir = os.path.join(checkpoints, "flownet")
-    dff = load_dff(os.path.join(checkpoints, "segmenter"), flow_dir,
-                   flow_resolution=stage_option(flow_dir, "flow_resolution", "full"))
+    _, dff, caches, videos = load_finished_run(workdir, videos)
+    log(f"causal_split: N on every frame of {', '.join(videos)}")
     num_classes = int(dff.segmenter.output_shape[-1])
-    caches = load_video_caches(dff, os.path.join(workdir, "prepared"), videos, num_classes, keep_masks=False)
-    log(f"causal_split: N on every frame of {', '.join(map(str, videos))}")
-    for cache in caches:
-        cache.prefetch_keys(range(cache.num_frames))
     split = split_by_video(caches, videos, [float(t) for t in target_akis], num_classes, tuple(signals),
                            aki_tolerance, max_calibration_runs, log=log)
     table = split_markdown(split, aki_tolerance)

@@ -26,7 +26,7 @@ from absl import flags
 
 from deeplab_face import atomic, cli
 from deeplab_face.errors import ConfigError
-from eval.workdir import parse_target_akis, require_finished
+from eval.workdir import load_finished_run, parse_target_akis, require_finished
 
 STAGE = "rl_gain_state"
 TAPS = ("conv6", "conv6_1")
@@ -69,22 +69,16 @@ def oracle_state(workdir, target_akis=(5, 10, 25, 50, 100), max_calibration_runs
     {"rl_gain_state": [point], "fixed": [point], "rl": [point], "training": {...}}."""
     from eval.curves import point_at_target, trace_scheduler
     from eval.sweeps import stage_option
-    from flownet2s.dff import load_dff
     from rl_scheduler import load_policy, pair_tables
     from rl_scheduler.cache import load_video_caches
     from rl_scheduler.policy_training import train_policy
     from rl_scheduler.schedulers import make_scheduler, policy_history_options
 
-    checkpoints = require_finished(workdir)
-    rl_dir, rl_config = _rl_stage(checkpoints)
+    rl_dir, rl_config = _rl_stage(require_finished(workdir))   # before any model is loaded
+    checkpoints, dff, test, _ = load_finished_run(workdir)
     training = rl_config["training"]
     results = atomic.read_json(os.path.join(workdir, "results.json"), default={})
-    test_ids = [str(v) for v in (results.get("dataset") or {}).get("test_videos") or ()]
-    if not test_ids:
-        raise ConfigError(f"--workdir: {workdir}/results.json names no test videos")
-    flow_dir = os.path.join(checkpoints, "flownet")
-    flow_resolution = stage_option(flow_dir, "flow_resolution", "full")
-    dff = load_dff(os.path.join(checkpoints, "segmenter"), flow_dir, flow_resolution=flow_resolution)
+    flow_resolution = stage_option(os.path.join(checkpoints, "flownet"), "flow_resolution", "full")
     num_classes = int(dff.segmenter.output_shape[-1])
     prepared = os.path.join(workdir, "prepared")
 
@@ -103,9 +97,6 @@ def oracle_state(workdir, target_akis=(5, 10, 25, 50, 100), max_calibration_runs
     policy = load_policy(stage_dir)
     history = policy_history_options(policy)
 
-    test = load_video_caches(dff, prepared, test_ids, num_classes, keep_masks=False)
-    for cache in test:
-        cache.prefetch_keys(range(cache.num_frames))
     targets = [float(t) for t in target_akis]
     say = lambda line: log(f"  {line}")  # noqa: E731
     gain_entries, _, runs = trace_scheduler(

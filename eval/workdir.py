@@ -37,6 +37,30 @@ def require_finished(workdir, stages=("segmenter", "flownet")):
     return checkpoints
 
 
+def load_finished_run(workdir, videos=None):
+    """(checkpoints, dff, test caches with N on every frame, their video ids) of a finished workdir;
+    `videos` defaults to results.json's test videos."""
+    from eval.sweeps import stage_option
+    from flownet2s.dff import load_dff
+    from rl_scheduler.cache import load_video_caches
+
+    checkpoints = require_finished(workdir)
+    if not videos:
+        videos = ((atomic.read_json(os.path.join(workdir, "results.json"), default={}).get("dataset") or {})
+                  .get("test_videos"))
+        if not videos:
+            raise ConfigError(f"--workdir: {workdir}/results.json names no test videos (causal_split: give --videos)")
+    flow_dir = os.path.join(checkpoints, "flownet")
+    dff = load_dff(os.path.join(checkpoints, "segmenter"), flow_dir,
+                   flow_resolution=stage_option(flow_dir, "flow_resolution", "full"))
+    videos = [str(v) for v in videos]
+    caches = load_video_caches(dff, os.path.join(workdir, "prepared"), videos, int(dff.segmenter.output_shape[-1]),
+                               keep_masks=False)
+    for cache in caches:
+        cache.prefetch_keys(range(cache.num_frames))
+    return checkpoints, dff, caches, videos
+
+
 def parse_target_akis(values):
     """--target_akis (strings) as floats, or a ConfigError naming the flag."""
     try:
