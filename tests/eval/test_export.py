@@ -93,8 +93,8 @@ def clip(tmp_path_factory):
 
 
 def _threshold_with_margin(checkpoints, frames):
-    """A tau that gives both keys and non-keys with every score at least 1e-4 away from it, and the
-    runtime's results at that tau."""
+    """A tau that gives both keys and non-keys with every score at least 1e-4 away from it, the
+    runtime's results at that tau and its scheduler (the PolicyScheduler of eval.runtime.load_pipeline)."""
     from eval.runtime import DynamicSegmenter, load_pipeline
 
     dff, scheduler = load_pipeline(checkpoints, "rl", threshold=2.0, rl_stage=RL_STAGE)
@@ -106,7 +106,7 @@ def _threshold_with_margin(checkpoints, frames):
         decided = np.array([r.score for r in results[1:]])
         keys = [r.is_key for r in results[1:]]
         if any(keys) and not all(keys) and np.min(np.abs(decided - tau)) > 1e-4:
-            return float(tau), results
+            return float(tau), results, scheduler
     pytest.fail(f"no threshold with margin for scores {scores}")
 
 
@@ -114,14 +114,22 @@ def _threshold_with_margin(checkpoints, frames):
 def exported(checkpoints, clip, tmp_path_factory):
     from eval.export import export
 
-    tau, results = _threshold_with_margin(checkpoints, clip[1])
+    tau, results, scheduler = _threshold_with_margin(checkpoints, clip[1])
     out = str(tmp_path_factory.mktemp("exported") / "model")
     info = export(checkpoints, out, rl_stage=RL_STAGE, threshold=tau, log=lambda line: None)
-    return out, info, results
+    return out, info, results, scheduler
+
+
+@pytest.fixture(scope="module")
+def signatures(exported):
+    """The exported SavedModel's signatures, loaded once for the tests that call them in this process."""
+    import tensorflow as tf
+
+    return tf.saved_model.load(exported[0]).signatures
 
 
 def test_streaming_loop_in_a_clean_process_gives_the_runtime_masks(exported, clip, tmp_path):
-    out, info, results = exported
+    out, info, results, _ = exported
     assert {"saved_model.pb", "pipeline.json", "variables"} <= set(os.listdir(out))
     assert info["kar_scale"] == pytest.approx(1 / 0.14) and info["lkd_input"] == "log"
     script = str(tmp_path / "stream_exported.py")         # outside the repository
@@ -150,16 +158,14 @@ def test_streaming_loop_in_a_clean_process_gives_the_runtime_masks(exported, cli
     assert f"{FRAMES} frames, {sum(keys)} keys" in proc.stdout
 
 
-def test_decide_applies_the_trained_expert_scaling(exported, checkpoints):
+def test_decide_applies_the_trained_expert_scaling(exported, signatures):
     """decide(tap, raw KAR, raw LKD) = the PolicyScheduler's score with the same history, over histories
-    with KAR and LKD far apart (budget KAR x 1/0.14, log2(1 + LKD))."""
+    with KAR and LKD far apart (budget KAR x 1/0.14, log2(1 + LKD)). The scheduler is the one
+    eval.runtime.load_pipeline gave the runtime (its threshold does not enter the score)."""
     import tensorflow as tf
 
-    from eval.runtime import load_pipeline
-
-    out, info, _ = exported
-    _, scheduler = load_pipeline(checkpoints, "rl", threshold=0.5, rl_stage=RL_STAGE)
-    decide = tf.saved_model.load(out).signatures["decide"]
+    _, info, _, scheduler = exported
+    decide = signatures["decide"]
     rng = np.random.default_rng(0)
     deviation = rng.normal(0, 3, (1, *scheduler.policy.inputs[0].shape[1:])).astype(np.float32)
     for decisions in ([], [True], [False] * 5, [True, False, True] * 10, [False] * 200, [True] * 95):
@@ -177,18 +183,18 @@ def test_decide_applies_the_trained_expert_scaling(exported, checkpoints):
         assert got == pytest.approx(expected, rel=1e-5, abs=1e-6), decisions[:5]
 
 
-def test_tflite_conversion_matches_or_is_recorded(exported, clip):
+def test_tflite_conversion_matches_or_is_recorded(exported, signatures, clip):
     """Every signature is converted or its failure recorded; the converted key and propagate give the
     SavedModel's outputs."""
     import tensorflow as tf
 
-    out, info, _ = exported
+    out, info, _, _ = exported
     assert set(info["tflite"]) == {"key", "propagate", "decide"}
     for name, result in info["tflite"].items():
         assert result.startswith("ok") == os.path.isfile(os.path.join(out, "tflite", f"{name}.tflite")), result
     # all three converted with builtin ops when this was written (README): a failure is a regression
     assert info["tflite"]["key"].startswith("ok") and info["tflite"]["propagate"].startswith("ok"), info["tflite"]
-    saved = tf.saved_model.load(out).signatures
+    saved = signatures
 
     def lite(name):
         return tf.lite.Interpreter(model_path=os.path.join(out, "tflite", f"{name}.tflite")).get_signature_runner(name)

@@ -2,8 +2,8 @@
 `--strategy=mirrored` (two logical CPU devices) equal the one-device update with the same data and seed.
 
 Logical devices can only be configured before TensorFlow initialises, and pytest's process has
-initialised it already: each check runs in a child process that configures two logical CPUs first
-and writes its numbers to files this process compares.
+initialised it already: both checks run in one child process that configures two logical CPUs first
+and writes their numbers to files this process compares.
 
 Tolerances: the mirrored update differs from the one-device update only in the float32 summation
 order (each replica sums its own states or samples, then the two partial sums are added), a relative
@@ -20,6 +20,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -40,7 +41,7 @@ def synced(variables):
                for v in variables if hasattr(v.value, "values"))
 """
 
-REINFORCE = PRELUDE + """
+REINFORCE = """
 from rl_scheduler import build_policy
 from rl_scheduler.environment import KeyEnvironment
 from rl_scheduler.reinforce import Reinforce
@@ -70,7 +71,7 @@ for name in ("default", "mirrored"):
 json.dump(report, open(os.path.join(out, "report.json"), "w"))
 """
 
-DVSNET = PRELUDE + """
+DVSNET = """
 from rl_scheduler import load_dvsnet
 from rl_scheduler.dvsnet_decision import build_decision_network
 from rl_scheduler.replicas import mse_step
@@ -120,13 +121,32 @@ json.dump(report, open(os.path.join(out, "report.json"), "w"))
 """
 
 
-def _run_child(script, out):
+# Both checks in one child (one TensorFlow start-up): each script runs in a namespace of its own and
+# writes into out/<name>.
+CHILD = PRELUDE + """
+base = out
+for name, script in (("reinforce", REINFORCE), ("dvsnet", DVSNET)):
+    out = os.path.join(base, name)
+    os.makedirs(out)
+    exec(compile(script, name, "exec"), dict(globals(), out=out))
+"""
+
+
+@pytest.fixture(scope="module")
+def child_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mirrored")
     env = dict(os.environ, PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2",
                KERAS_BACKEND="tensorflow")
+    script = f"REINFORCE = {REINFORCE!r}\nDVSNET = {DVSNET!r}\n" + CHILD
     done = subprocess.run([sys.executable, "-c", script, str(out)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.load(open(out / "report.json"))
+    return out
+
+
+def _run_child(child_out, name):
+    out = child_out / name
+    return out, json.load(open(out / "report.json"))
 
 
 def _arrays(path):
@@ -153,16 +173,16 @@ def _assert_same_update(out, report):
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
 
 
-def test_reinforce_update_under_mirrored_equals_one_device(tmp_path):
-    report = _run_child(REINFORCE, tmp_path)
+def test_reinforce_update_under_mirrored_equals_one_device(child_out):
+    tmp_path, report = _run_child(child_out, "reinforce")
     for a, b in zip(_arrays(tmp_path / "default_actions.npz"), _arrays(tmp_path / "mirrored_actions.npz")):
         np.testing.assert_array_equal(a, b)                      # the same episodes on both sides
     assert report["default"]["states"] > 3 * 16                  # several chunk rounds were needed
     _assert_same_update(tmp_path, report)
 
 
-def test_dvsnet_step_under_mirrored_equals_one_device(tmp_path):
-    report = _run_child(DVSNET, tmp_path)
+def test_dvsnet_step_under_mirrored_equals_one_device(child_out):
+    tmp_path, report = _run_child(child_out, "dvsnet")
     _assert_same_update(tmp_path, report)
     np.testing.assert_allclose(report["mirrored"]["stage_loss"], report["default"]["stage_loss"], rtol=1e-5)
     for a, b in zip(_arrays(tmp_path / "default_stage.npz"), _arrays(tmp_path / "mirrored_stage.npz")):
