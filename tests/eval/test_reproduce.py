@@ -270,4 +270,4 @@ def test_oracle_state_trains_on_the_runs_tables_and_sweeps_like_rl(smoke_run):
     on_disk = json.loads((workdir / "oracle_state.json").read_text())
     assert on_disk["rl_gain_state"][0]["miou"] == pytest.approx(out["rl_gain_state"][0]["miou"])
     assert "| 2 |" in (workdir / "oracle_state.md").read_text()
-    assert any("state = true gain" in line for line in lines)
+    assert any("state = true-gain state" in line for line in lines)
