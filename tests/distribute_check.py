@@ -49,11 +49,14 @@ def main(spec):
     from flownet2s.train import train_eval as flownet
 
     stages = dict(segmenter=segmenter, flownet=flownet, pretrain=pretrain)
+    # One strategy of each kind for all the cases: each new MirroredStrategy numbers its collectives from
+    # the same keys, and a second one in this process would meet the first one's (other-shaped) all-reduces.
+    strategies = {name: distribute.make_strategy(name) for name in ("default", "mirrored")}
     report = []
     for index, case in enumerate(spec["cases"]):
         run, entry = stages[case["stage"]], {}
         for name in ("default", "mirrored"):
-            strategy = distribute.make_strategy(name)
+            strategy = strategies[name]
             root = os.path.join(spec["out"], f"case{index}_{name}")
             started = time.perf_counter()
             entry[name] = dict(run(root, *case.get("args", ()), strategy=strategy, verbose=0,

@@ -4,7 +4,7 @@ import pytest
 
 from deeplab_face import build_segmenter
 from deeplab_face.models.backbones import DEEPLAB_V3PLUS
-from tests.backend_parity import numpy_backend_outputs
+from tests.backend_parity import numpy_backend_outputs_many
 from tests.deeplab_face.test_models import randomize_weights
 
 
@@ -23,13 +23,24 @@ def _unit_logits(model, x):
     layer.set_weights([kernel * scale, bias * 0.0])
 
 
+@pytest.fixture(scope="module")
+def parity_runs(tmp_path_factory):
+    """{backbone: (TensorFlow output, numpy-backend output)}: every backbone's numpy-backend run in one
+    child process (one numpy-backend start-up instead of one per backbone)."""
+    cases, expected = [], {}
+    for backbone in sorted(DEEPLAB_V3PLUS):
+        kwargs = dict(backbone=backbone, num_classes=5, crop_size=65)
+        model = randomize_weights(build_segmenter(**kwargs))
+        x = np.random.default_rng(7).uniform(0, 255, (1, 65, 65, 3)).astype(np.float32)
+        _unit_logits(model, x)
+        expected[backbone] = np.asarray(model(x, training=False))
+        cases.append(("deeplab_face:build_segmenter", kwargs, model, [x]))
+    got = numpy_backend_outputs_many(cases, tmp_path_factory.mktemp("parity"))
+    return {backbone: (expected[backbone], outputs["output_0"]) for backbone, outputs in zip(expected, got)}
+
+
 @pytest.mark.parametrize("backbone", sorted(DEEPLAB_V3PLUS))
-def test_numpy_backend_matches_tensorflow(backbone, tmp_path):
-    kwargs = dict(backbone=backbone, num_classes=5, crop_size=65)
-    model = randomize_weights(build_segmenter(**kwargs))
-    x = np.random.default_rng(7).uniform(0, 255, (1, 65, 65, 3)).astype(np.float32)
-    _unit_logits(model, x)
-    expected = np.asarray(model(x, training=False))
+def test_numpy_backend_matches_tensorflow(backbone, parity_runs):
+    expected, got = parity_runs[backbone]
     assert expected.std() > 2e-2  # a non-degenerate output, so the comparison means something
-    got = numpy_backend_outputs("deeplab_face:build_segmenter", kwargs, model, [x], tmp_path)
-    np.testing.assert_allclose(got["output_0"], expected, atol=1e-4)
+    np.testing.assert_allclose(got, expected, atol=1e-4)

@@ -57,10 +57,27 @@ def _map_shape(model, layer_name):
     return tuple(model.feature_net.get_layer(layer_name).input.shape[1:])
 
 
+@pytest.fixture(scope="module")
+def built():
+    """build_segmenter(backbone, classes, crop, output_stride, **head), built once per argument set for
+    the tests here that only read a model's structure (shapes, layer settings, parameter counts) and
+    never change its weights: one build costs 1-4 s, and several tests read the same default models."""
+    models = {}
+
+    def build(backbone, num_classes, crop, output_stride=16, **head):
+        key = (backbone, num_classes, crop, output_stride, tuple(sorted(head.items())))
+        if key not in models:
+            models[key] = build_segmenter(backbone, num_classes, crop, output_stride=output_stride, **head)
+        return models[key]
+
+    yield build
+    models.clear()
+
+
 @pytest.mark.parametrize("backbone", DEEPLAB_BACKBONES)
 @pytest.mark.parametrize("crop,output_stride", [(65, 16), (129, 16), (65, 8), (129, 8), (513, 16)])
-def test_feature_map_shapes(backbone, crop, output_stride):
-    model = build_segmenter(backbone, 5, crop, output_stride=output_stride)
+def test_feature_map_shapes(backbone, crop, output_stride, built):
+    model = built(backbone, 5, crop, output_stride=output_stride)
     grid = (crop - 1) // output_stride + 1  # 513 -> 33 at OS16
     fine = (crop - 1) // 4 + 1               # 513 -> 129
     spec = BACKBONES[backbone].trunk
@@ -114,14 +131,14 @@ def _backbone_params(model, backbone):
                if layer.name.startswith(prefix))
 
 
-def test_parameter_counts_match_published_and_table_counts():
+def test_parameter_counts_match_published_and_table_counts(built):
     # Keras's MobileNetV2(alpha=1, include_top=True) has 3,538,984 parameters (published);
     # minus the 1000-way classifier (1280*1000 + 1000) and Conv_1 (320*1280 + BN 4*1280),
     # which DeepLab does not build, leaves the trunk to layer_18.
-    mobilenet = build_segmenter("mobilenet_v2", 5, 65)
+    mobilenet = built("mobilenet_v2", 5, 65)
     assert _backbone_params(mobilenet, "mobilenet_v2") == 3_538_984 - 1_281_000 - 414_720
     assert mobilenet.count_params() == 1_843_264 + _head_count(320, 144, 5)
-    resnet = build_segmenter("resnet_v1_50_beta", 5, 65)
+    resnet = built("resnet_v1_50_beta", 5, 65)
     assert _backbone_params(resnet, "resnet_v1_50_beta") == _resnet50_beta_count() == 23_685_312
     assert resnet.count_params() == 23_685_312 + _head_count(2048, 256, 5)
     # bonlime/keras-deeplab-v3-plus (TF names, Xception-65 DeepLab-V3+, 21 classes) reports
@@ -131,9 +148,9 @@ def test_parameter_counts_match_published_and_table_counts():
     assert _backbone_params(xception, "xception_65") + _head_count(2048, 256, 21) == 41_258_213
 
 
-def test_atrous_rates_double_at_output_stride_8():
-    os16 = build_segmenter("mobilenet_v2", 5, 65, output_stride=16).feature_net
-    os8 = build_segmenter("mobilenet_v2", 5, 65, output_stride=8).feature_net
+def test_atrous_rates_double_at_output_stride_8(built):
+    os16 = built("mobilenet_v2", 5, 65, output_stride=16).feature_net
+    os8 = built("mobilenet_v2", 5, 65, output_stride=8).feature_net
     for i, rate in enumerate((6, 12, 18), 1):
         assert os16.get_layer(f"aspp{i}_depthwise").dilation_rate == (rate, rate)
         assert os8.get_layer(f"aspp{i}_depthwise").dilation_rate == (2 * rate, 2 * rate)
@@ -142,8 +159,8 @@ def test_atrous_rates_double_at_output_stride_8():
     assert os16.get_layer("MobilenetV2__expanded_conv_16__depthwise").dilation_rate == (2, 2)
 
 
-def test_resnet_multi_grid_and_bn_settings():
-    net = build_segmenter("resnet_v1_50_beta", 5, 65).feature_net
+def test_resnet_multi_grid_and_bn_settings(built):
+    net = built("resnet_v1_50_beta", 5, 65).feature_net
     rates = [net.get_layer(f"resnet_v1_50__block4__unit_{u}__bottleneck_v1__conv2").dilation_rate[0]
              for u in (1, 2, 3)]
     assert rates == [2, 4, 8]
@@ -151,10 +168,10 @@ def test_resnet_multi_grid_and_bn_settings():
     assert (bn.momentum, bn.epsilon) == (0.95, 1e-5)
     head_bn = net.get_layer("aspp0__BatchNorm")
     assert (head_bn.momentum, head_bn.epsilon) == (0.9997, 1e-5)
-    xception = build_segmenter("xception_65", 5, 65).feature_net
+    xception = built("xception_65", 5, 65).feature_net
     bn = xception.get_layer("xception_65__entry_flow__conv1_1__BatchNorm")
     assert (bn.momentum, bn.epsilon) == (0.9997, 1e-3)
-    mobilenet = build_segmenter("mobilenet_v2", 5, 65).feature_net
+    mobilenet = built("mobilenet_v2", 5, 65).feature_net
     bn = mobilenet.get_layer("MobilenetV2__Conv__BatchNorm")
     assert (bn.momentum, bn.epsilon) == (0.997, 1e-3)
 
@@ -179,7 +196,7 @@ def test_zoo_mobilenet_head_without_aspp_branches_or_decoder():
     assert ade20k.count_params() == 1_843_264 + head - 256 * 21 - 21 + decoder + 256 * 151 + 151
 
 
-def test_multi_grid_sets_the_last_blocks_unit_rates():
+def test_multi_grid_sets_the_last_blocks_unit_rates(built):
     resnet = build_segmenter("resnet_v1_50_beta", 5, 65, multi_grid=[1, 1, 1]).feature_net
     rates = [resnet.get_layer(f"resnet_v1_50__block4__unit_{u}__bottleneck_v1__conv2")
              .dilation_rate[0] for u in (1, 2, 3)]
@@ -190,7 +207,7 @@ def test_multi_grid_sets_the_last_blocks_unit_rates():
                                     f"separable_conv{i}_depthwise").dilation_rate[0]
                  for i in (1, 2, 3)]
         assert rates == expected
-    assert build_segmenter("xception_65", 5, 65).segmenter_args["multi_grid"] == [1, 1, 1]
+    assert built("xception_65", 5, 65).segmenter_args["multi_grid"] == [1, 1, 1]
 
 
 def test_plain_conv_and_batch_norm_free_heads():

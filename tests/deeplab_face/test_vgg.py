@@ -6,7 +6,7 @@ import pytest
 from deeplab_face import build_segmenter
 from deeplab_face.errors import ConfigError
 from deeplab_face.models import vgg
-from tests.backend_parity import numpy_backend_outputs
+from tests.backend_parity import numpy_backend_outputs_many
 
 C = 5
 VGG16_CONV_PARAMS = 14_714_688  # slim vgg_16 conv1..conv5 (= keras.applications.VGG16 without top)
@@ -96,13 +96,23 @@ def test_bad_arguments_raise_config_error():
         vgg.build_fcn8s_vgg16(C, 65, split="aspp")
 
 
+@pytest.fixture(scope="module")
+def parity_runs(tmp_path_factory):
+    """{backbone: (TensorFlow output, numpy-backend output)}, both VGG rows run in one numpy-backend child."""
+    cases, expected = [], {}
+    for backbone in ("fcn8s_vgg16", "deeplab_v2_vgg16"):
+        kwargs = dict(backbone=backbone, num_classes=C, crop_size=65)
+        model = build_segmenter(**kwargs)
+        _randomize_zero_weights(model)
+        x = _frames(65, seed=2)
+        expected[backbone] = np.asarray(model(x, training=False))
+        cases.append(("deeplab_face:build_segmenter", kwargs, model, [x]))
+    got = numpy_backend_outputs_many(cases, tmp_path_factory.mktemp("parity"))
+    return {backbone: (expected[backbone], outputs["output_0"]) for backbone, outputs in zip(expected, got)}
+
+
 @pytest.mark.parametrize("backbone", ["fcn8s_vgg16", "deeplab_v2_vgg16"])
-def test_numpy_backend_parity(backbone, tmp_path):
-    kwargs = dict(backbone=backbone, num_classes=C, crop_size=65)
-    model = build_segmenter(**kwargs)
-    _randomize_zero_weights(model)
-    x = _frames(65, seed=2)
-    expected = np.asarray(model(x, training=False))
+def test_numpy_backend_parity(backbone, parity_runs):
+    expected, got = parity_runs[backbone]
     assert expected.std() > 1e-3  # outputs are not a flat softmax: the comparison means something
-    got = numpy_backend_outputs("deeplab_face:build_segmenter", kwargs, model, [x], tmp_path)
-    np.testing.assert_allclose(got["output_0"], expected, atol=1e-4)
+    np.testing.assert_allclose(got, expected, atol=1e-4)

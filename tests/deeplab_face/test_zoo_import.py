@@ -86,11 +86,17 @@ def _frames(size=65):
 
 
 @pytest.fixture(scope="module")
-def zoo_checkpoints(tmp_path_factory):
+def full_head():
+    """The 21-class MobileNet-V2 with today's full head, built once for the tests that read its names or
+    check that a checkpoint is refused without a weight of it changing (each checks that itself)."""
+    return build_segmenter("mobilenet_v2", 21, 65)
+
+
+@pytest.fixture(scope="module")
+def zoo_checkpoints(tmp_path_factory, full_head):
     """{variant: (prefix, arrays)}: one 21-class MobileNet-V2 checkpoint per head variant."""
     root = tmp_path_factory.mktemp("zoo")
-    trunk = {n: v for n, v in tf1_variable_map(build_segmenter("mobilenet_v2", 21, 65)).items()
-             if n.startswith("MobilenetV2/")}
+    trunk = {n: v for n, v in tf1_variable_map(full_head).items() if n.startswith("MobilenetV2/")}
     checkpoints = {}
     for seed, (variant, (_, table, _)) in enumerate(HEAD_TABLE.items()):
         shapes = {**trunk, **zoo_head_shapes(320, 144, 21, **table)}
@@ -115,9 +121,9 @@ def test_head_variant_has_the_zoo_names_and_loads_into_its_config(variant, zoo_c
 
 
 @pytest.mark.parametrize("variant", sorted(set(HEAD_TABLE) - {"full"}))
-def test_mismatched_head_config_is_refused_naming_both(variant, zoo_checkpoints):
+def test_mismatched_head_config_is_refused_naming_both(variant, zoo_checkpoints, full_head):
     options, _, flags = HEAD_TABLE[variant]
-    full = build_segmenter("mobilenet_v2", 21, 65)
+    full = full_head
     other = build_segmenter("mobilenet_v2", 21, 65, **options)
     for model, prefix, suggested in ((full, zoo_checkpoints[variant][0], flags),
                                      (other, zoo_checkpoints["full"][0], None)):
@@ -136,9 +142,8 @@ def test_mismatched_head_config_is_refused_naming_both(variant, zoo_checkpoints)
             np.asarray(tf1_variable_map(model)["MobilenetV2/Conv/weights"]), before)
 
 
-def test_no_aspp_checkpoint_names_concat_projection_sizes(zoo_checkpoints):
-    message = str(pytest.raises(CheckpointError, load_tf1_checkpoint,
-                                build_segmenter("mobilenet_v2", 21, 65),
+def test_no_aspp_checkpoint_names_concat_projection_sizes(zoo_checkpoints, full_head):
+    message = str(pytest.raises(CheckpointError, load_tf1_checkpoint, full_head,
                                 zoo_checkpoints["no_aspp"][0]).value)
     assert "checkpoint has atrous_rates=[], " in message
     assert "concat_projection/weights [1, 1, 512, 256]" in message

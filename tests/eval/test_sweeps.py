@@ -100,10 +100,23 @@ def _write_prepared(prepared_dir, videos):
     write_manifest(prepared_dir, manifest)
 
 
-def test_run_sweeps_end_to_end(tmp_path, tiny_checkpoints):  # noqa: F811
+def test_run_sweeps_end_to_end(tmp_path, tiny_checkpoints, tiny_dff, monkeypatch):  # noqa: F811
+    from flownet2s import dff as dff_module
+
     prepared = str(tmp_path / "prepared")
     _write_prepared(prepared, {"001": moving_frames(12, seed=1), "002": moving_frames(10, seed=2)})
     ck = lambda name: os.path.join(tiny_checkpoints, name)  # noqa: E731
+    # run_sweeps loads these stages at full flow resolution: the worker's shared tiny_dff is that DFF (N and F
+    # are frozen, the streaming state lives in the runtime), so it is not built and traced a second time.
+    real_load, shared = dff_module.load_dff, []
+
+    def load_dff(segmenter_dir, flownet_dir, **options):
+        if (segmenter_dir, flownet_dir, options) == (ck("segmenter"), ck("flownet"), {"flow_resolution": "full"}):
+            shared.append(True)
+            return tiny_dff
+        return real_load(segmenter_dir, flownet_dir, **options)
+    assert tiny_dff.flow_resolution == "full"
+    monkeypatch.setattr(dff_module, "load_dff", load_dff)
     lines = []
     result = sweeps.run_sweeps(str(tmp_path / "sweeps"), prepared, ck("segmenter"), ck("flownet"),
                                {0.14: ck("rl_eta0.14")}, ck("dvsnet"), ["001", "002"],
@@ -152,3 +165,4 @@ def test_run_sweeps_end_to_end(tmp_path, tiny_checkpoints):  # noqa: F811
     assert set(result["stage_ms"]["policy"]) == set(curves) - {"oracle", "causal_oracle"}
     assert result["stage_ms"]["key"] > 0
     assert any("dropped" in line for line in lines) and any("oracle AKI 2" in line for line in lines)
+    assert shared == [True]

@@ -107,9 +107,21 @@ def _stage_dirs(tmp_path, videos=("001", "002"), speeds=None):
     return str(prepared), str(seg_dir), str(flow_dir)
 
 
-def test_stage_functions_end_to_end(tmp_path):
+def test_stage_functions_end_to_end(tmp_path, monkeypatch):
+    from flownet2s.dff import load_dff
     from rl_scheduler import train, train_dvsnet
     prepared, seg, flow = _stage_dirs(tmp_path)
+    # The two stages load the same frozen N and F: the DVSNet stage gets the RL stage's DeepFeatureFlow
+    # (built, and its calls traced, once) instead of a rebuilt one; the loading itself runs once for real.
+    loaded = {}
+
+    def load_once(segmenter_dir, flownet_dir, **options):
+        key = (segmenter_dir, flownet_dir, tuple(sorted(options.items())))
+        if key not in loaded:
+            loaded[key] = load_dff(segmenter_dir, flownet_dir, **options)
+        return loaded[key]
+    monkeypatch.setattr(train, "load_dff", load_once)
+    monkeypatch.setattr(train_dvsnet, "load_dff", load_once)
     result = train.train_eval(str(tmp_path / "rl"), prepared, seg, flow, ["001"], ["002"], episodes=2,
                               episode_length=6, trials=4, episodes_per_update=2, validate_every=1,
                               cache_batch_size=4,
@@ -122,6 +134,7 @@ def test_stage_functions_end_to_end(tmp_path):
     assert os.path.exists(tmp_path / "dvs" / "DONE")
     assert out["train_pairs"] == 8 and out["val_pairs"] == 4 and 0.0 <= out["target_mean"] <= 100.0
     assert load_dvsnet(str(tmp_path / "dvs")).input_shape[1:] == (1, 1, 384)
+    assert list(loaded) == [(seg, flow, (("flow_resolution", "full"),))]     # one N and F for both stages
 
 
 def test_interrupted_run_keeps_its_curve_and_resume_appends(tmp_path, monkeypatch):
