@@ -164,6 +164,17 @@ def test_paper_config_needs_data_dir(tmp_path):
         reproduce.reproduce(str(tmp_path), config="paper", log=lambda line: None)
 
 
+def test_tiny_motion_is_tiny_with_only_a_longer_flow_pretraining():
+    """The motion preset must differ from tiny only in F's pretraining, so that its run isolates F."""
+    import dataclasses
+
+    motion, tiny = presets.get("tiny_motion"), presets.TINY
+    assert motion.flow_pretrain.steps > 10 * tiny.flow_pretrain.steps
+    assert motion.flow_pretrain.learning_rate < tiny.flow_pretrain.learning_rate
+    same = dict(name="tiny", flow_pretrain=tiny.flow_pretrain)
+    assert dataclasses.replace(motion, **same) == tiny
+
+
 def test_claim_compares_rl_with_the_best_baseline_at_matched_aki():
     point = lambda aki, miou, target, calibrated=True: dict(aki=aki, miou=miou, target_aki=target,  # noqa: E731
                                                              calibrated=calibrated)
