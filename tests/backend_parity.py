@@ -95,3 +95,12 @@ def numpy_backend_outputs_many(cases, tmp_path, timeout=600):
             results.append({k: data[k] for k in data.files})
         os.remove(spec["weights"])   # up to 0.5 GB each (VGG16's fc6)
     return results
+
+
+def parity_outputs(models, tmp_path, timeout=600):
+    """{name: (TensorFlow-backend output, numpy-backend output)} for single-input, single-output models
+    given as {name: (builder, kwargs, model, x)}; every numpy-backend run shares one child process."""
+    expected = {name: np.asarray(model(x, training=False)) for name, (_, _, model, x) in models.items()}
+    got = numpy_backend_outputs_many([(builder, kwargs, model, [x]) for builder, kwargs, model, x in models.values()],
+                                     tmp_path, timeout)
+    return {name: (expected[name], outputs["output_0"]) for name, outputs in zip(models, got)}

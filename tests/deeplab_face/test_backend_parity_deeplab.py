@@ -4,7 +4,7 @@ import pytest
 
 from deeplab_face import build_segmenter
 from deeplab_face.models.backbones import DEEPLAB_V3PLUS
-from tests.backend_parity import numpy_backend_outputs_many
+from tests.backend_parity import parity_outputs
 from tests.deeplab_face.test_models import randomize_weights
 
 
@@ -25,18 +25,15 @@ def _unit_logits(model, x):
 
 @pytest.fixture(scope="module")
 def parity_runs(tmp_path_factory):
-    """{backbone: (TensorFlow output, numpy-backend output)}: every backbone's numpy-backend run in one
-    child process (one numpy-backend start-up instead of one per backbone)."""
-    cases, expected = [], {}
+    """{backbone: (TensorFlow output, numpy-backend output)}, every backbone in one numpy-backend child."""
+    models = {}
     for backbone in sorted(DEEPLAB_V3PLUS):
         kwargs = dict(backbone=backbone, num_classes=5, crop_size=65)
         model = randomize_weights(build_segmenter(**kwargs))
         x = np.random.default_rng(7).uniform(0, 255, (1, 65, 65, 3)).astype(np.float32)
         _unit_logits(model, x)
-        expected[backbone] = np.asarray(model(x, training=False))
-        cases.append(("deeplab_face:build_segmenter", kwargs, model, [x]))
-    got = numpy_backend_outputs_many(cases, tmp_path_factory.mktemp("parity"))
-    return {backbone: (expected[backbone], outputs["output_0"]) for backbone, outputs in zip(expected, got)}
+        models[backbone] = ("deeplab_face:build_segmenter", kwargs, model, x)
+    return parity_outputs(models, tmp_path_factory.mktemp("parity"))
 
 
 @pytest.mark.parametrize("backbone", sorted(DEEPLAB_V3PLUS))

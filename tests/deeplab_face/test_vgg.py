@@ -6,7 +6,7 @@ import pytest
 from deeplab_face import build_segmenter
 from deeplab_face.errors import ConfigError
 from deeplab_face.models import vgg
-from tests.backend_parity import numpy_backend_outputs_many
+from tests.backend_parity import parity_outputs
 
 C = 5
 VGG16_CONV_PARAMS = 14_714_688  # slim vgg_16 conv1..conv5 (= keras.applications.VGG16 without top)
@@ -98,17 +98,14 @@ def test_bad_arguments_raise_config_error():
 
 @pytest.fixture(scope="module")
 def parity_runs(tmp_path_factory):
-    """{backbone: (TensorFlow output, numpy-backend output)}, both VGG rows run in one numpy-backend child."""
-    cases, expected = [], {}
+    """{backbone: (TensorFlow output, numpy-backend output)}, both VGG rows in one numpy-backend child."""
+    models = {}
     for backbone in ("fcn8s_vgg16", "deeplab_v2_vgg16"):
         kwargs = dict(backbone=backbone, num_classes=C, crop_size=65)
         model = build_segmenter(**kwargs)
         _randomize_zero_weights(model)
-        x = _frames(65, seed=2)
-        expected[backbone] = np.asarray(model(x, training=False))
-        cases.append(("deeplab_face:build_segmenter", kwargs, model, [x]))
-    got = numpy_backend_outputs_many(cases, tmp_path_factory.mktemp("parity"))
-    return {backbone: (expected[backbone], outputs["output_0"]) for backbone, outputs in zip(expected, got)}
+        models[backbone] = ("deeplab_face:build_segmenter", kwargs, model, _frames(65, seed=2))
+    return parity_outputs(models, tmp_path_factory.mktemp("parity"))
 
 
 @pytest.mark.parametrize("backbone", ["fcn8s_vgg16", "deeplab_v2_vgg16"])
