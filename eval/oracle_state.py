@@ -25,6 +25,9 @@ validation video it predicts the gain with held-out ridge R^2 0.61 with log(gap)
 `relative_frame_difference` divides it by the video's running mean change between consecutive frames up to
 frame i (causal), so that a video whose every frame moves more (a moving camera) is not keyed more for that
 alone. Their stages and files carry the state's name (`stage_name`, `output_name`).
+`flow_change` keeps Conv6 and adds F's flow magnitude since the key (less its first value) as a third expert
+input (`motion_input=flow_change`): the deployable policy that reads F's motion, for an F that knows it
+(`--config=tiny_motion`).
 """
 import abc
 import glob
@@ -48,6 +51,9 @@ class StateCache(abc.ABC):
     broadcast over the tap's shape; everything else is the wrapped cache's. `video` names the video (it
     seeds the gain's noise); every state takes `gain_noise` so that all are built alike, and only
     `GainStateCache` uses it."""
+
+    # train_policy options the state needs: a number broadcast over the tap is standardised per channel
+    options = {"feature_norm": "standardize"}
 
     def __init__(self, cache, video="", gain_noise=0.0):
         self.cache, self.video = cache, str(video)
@@ -120,10 +126,26 @@ class RelativeFrameDifferenceStateCache(FrameDifferenceStateCache):
         return super().value(k, i, entry) / max(float(self._running_mean[i]), 1e-6)
 
 
+class FlowChangeStateCache(StateCache):
+    """Label-free and deployable: F's mean flow magnitude since the key less its value at the first frame
+    after the key, m(k, i) - m(k, k + 1) (`motion_input=flow_change`, rl_scheduler/config.py). The policy
+    keeps the workdir's Conv6 tap as it was trained and reads this as a third expert input, exactly as
+    `segment_video` and `eval.export` run such a policy; `value` serves `state_r2` only."""
+
+    options = {"motion_input": "flow_change"}
+
+    def pair(self, k, i):
+        return self.cache.pair(k, i)
+
+    def value(self, k, i, entry):
+        return float(entry.flow_magnitude) - float(self.cache.pair(k, k + 1).flow_magnitude)
+
+
 STATES = {"gain": GainStateCache, "frame_difference": FrameDifferenceStateCache,
-          "relative_frame_difference": RelativeFrameDifferenceStateCache}
+          "relative_frame_difference": RelativeFrameDifferenceStateCache, "flow_change": FlowChangeStateCache}
 STATE_LABELS = {"gain": "true-gain state", "frame_difference": "frame-difference state",
-                "relative_frame_difference": "relative frame-difference state"}
+                "relative_frame_difference": "relative frame-difference state",
+                "flow_change": "Conv6 + flow-change input"}
 STAGE = "rl_gain_state"   # the default state's stage
 
 
@@ -189,7 +211,7 @@ def oracle_state(workdir, target_akis=(5, 10, 25, 50, 100), max_calibration_runs
     prepared = os.path.join(workdir, "prepared")
 
     hparams = {k: v for k, v in training.items() if k not in _NOT_HPARAMS}
-    hparams.update(feature_norm="standardize", verbose=1 if log is print else 0)   # the training's progress bar
+    hparams.update(STATES[state].options, verbose=1 if log is print else 0)   # verbose: the training's progress bar
     tap, horizon = hparams["deviation_tap"], int(hparams["credit_horizon"])
     train_ids, val_ids = [str(v) for v in training["train_videos"]], [str(v) for v in training["val_videos"]]
     caches = dict(zip(train_ids + val_ids, load_video_caches(
@@ -252,7 +274,8 @@ def oracle_state_markdown(out, targets, tolerance=0.1, state="gain", gain_noise=
 def define_flags():
     flags.DEFINE_string("workdir", None, "A finished eval.reproduce workdir.")
     flags.DEFINE_enum("state", "gain", list(STATES), "What replaces Conv6 in the policy's state: the true gain "
-                      "(a reference: reads the labels) or a label-free pixel change since the key.")
+                      "(a reference: reads the labels), a label-free pixel change since the key, or flow_change: Conv6 kept, "
+                      "F's flow magnitude since the key added as an expert input (deployable).")
     flags.DEFINE_float("gain_noise", 0.0, "--state=gain: a normal error of this std (mIoU fraction) on each pair's "
                        "gain, fixed per pair: how well must a state predict the gain?", lower_bound=0.0)
     flags.DEFINE_list("target_akis", ["5", "10", "25", "50", "100"], "Target AKIs.")

@@ -4,8 +4,8 @@ tests/eval/test_reproduce.py's (the smoke workdir)."""
 import numpy as np
 import pytest
 
-from eval.oracle_state import (STATES, FrameDifferenceStateCache, GainStateCache, RelativeFrameDifferenceStateCache,
-                               oracle_state, oracle_state_markdown, output_name, stage_name, state_r2)
+from eval.oracle_state import (STATES, FlowChangeStateCache, FrameDifferenceStateCache, GainStateCache,
+                               RelativeFrameDifferenceStateCache, oracle_state, oracle_state_markdown, output_name, stage_name, state_r2)
 from tests.eval.test_causal_oracle import CutsCache
 
 
@@ -85,13 +85,33 @@ def test_the_relative_frame_difference_divides_by_the_running_consecutive_change
     np.testing.assert_allclose(wrapped.pair(30, 35).conv6, 20.0 / ((29 * 2 + 6 * 4) / 35), rtol=1e-6)
 
 
+class MotionCache(CutsCache):
+    """CutsCache whose flow magnitude from k to i is an offset of 0.3 plus 0.1 per frame of the gap, and
+    whose Conv6 taps differ per pair."""
+
+    def pair(self, k, i):
+        entry = super().pair(k, i)
+        return entry._replace(flow_magnitude=0.3 + 0.1 * (i - k), conv6=np.full((1, 1, 1, 4), k + 0.01 * i, np.float32))
+
+
+def test_the_flow_change_state_keeps_the_taps_and_trains_with_the_motion_input():
+    cache = MotionCache()
+    wrapped = FlowChangeStateCache(cache)
+    for k, i in [(0, 1), (0, 5), (13, 40)]:
+        entry, plain = wrapped.pair(k, i), cache.pair(k, i)
+        np.testing.assert_array_equal(entry.conv6, plain.conv6)           # Conv6 stays the policy's input
+        assert wrapped.value(k, i, entry) == pytest.approx(0.1 * (i - k - 1))   # m(k, i) - m(k, k + 1)
+    assert FlowChangeStateCache.options == {"motion_input": "flow_change"}
+    assert GainStateCache.options == {"feature_norm": "standardize"}       # the replacing states: standardised
+
+
 def test_each_state_has_its_own_stage_and_files_and_an_unknown_one_is_refused(tmp_path):
     from deeplab_face.errors import ConfigError
 
     assert stage_name("gain") == "rl_gain_state" and output_name("gain") == "oracle_state"
     names = {stage_name(s) for s in STATES} | {output_name(s) for s in STATES}
     assert len(names) == 2 * len(STATES)
-    with pytest.raises(ConfigError, match=r"--state: 'flow' is not one of gain, frame_difference"):
+    with pytest.raises(ConfigError, match=r"--state: 'flow' is not one of gain, frame_difference, relative_frame_difference, flow_change"):
         oracle_state(str(tmp_path), state="flow")
     point = dict(aki=25.0, miou=44.0, target_aki=25.0, calibrated=True)
     table = oracle_state_markdown({"fixed": [point], "rl_frame_difference_state": [dict(point, miou=43.0)]},
