@@ -27,7 +27,7 @@ frame i (causal), so that a video whose every frame moves more (a moving camera)
 alone. Their stages and files carry the state's name (`stage_name`, `output_name`).
 `flow_change` keeps Conv6 and adds F's flow magnitude since the key (less its first value) as a third expert
 input (`motion_input=flow_change`): the deployable policy that reads F's motion, for an F that knows it
-(`--config=tiny_motion`).
+(`--config=tiny`).
 """
 import abc
 import glob

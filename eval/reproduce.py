@@ -32,8 +32,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Work directory: data/, prepared/, checkpoints/, figures/, report.md, "
                     "results.json (WORKSPACE.md). Re-using it resumes the run.")
 flags.DEFINE_enum("config", "tiny", sorted(presets.PRESETS), "Experiment preset (eval/presets.py): tiny = "
-                  "embedded data, ~45 min on a 2-core CPU; tiny_motion = tiny with F pretrained 6,000 steps "
-                  "(~30 min more); smoke = CI check; paper = the paper's settings.")
+                  "embedded data, ~25 min on a 2-core CPU (README, Results); smoke = CI check; paper = the "
+                  "paper's settings.")
 flags.DEFINE_string("data_dir", None, "A real 300VW tree (NNN/vid.avi, NNN/annot/*.pts). Default: the embedded "
                     "data, generated into W/data. Required by --config=paper.")
 flags.DEFINE_string("split_dir", None, "Folder with the paper's 300VW-Mask split_2 lists A.txt, B.txt, C.txt "
