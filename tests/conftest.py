@@ -11,28 +11,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# The longest test files, longest first (measured worker-seconds on 2 cores). `make test` runs
-# `pytest -n 2 --dist loadfile`: xdist hands each worker whole files in collection order (its reordering
-# by test count is turned off below), so these start first and no long file is left to run alone at the
-# end while the other worker idles. Files not named keep their collection order after these.
-LONGEST_FIRST = (
-    "tests/eval/test_reproduce.py",
-    "tests/eval/test_export.py",
-    "tests/flownet2s/test_pretrain.py",
-    "tests/deeplab_face/test_distribute.py",
-    "tests/deeplab_face/test_models.py",
-    "tests/eval/test_cityscapes.py",
-    "tests/deeplab_face/test_zoo_import.py",
-    "tests/flownet2s/test_train.py",
-    "tests/eval/test_output_checks.py",
-    "tests/deeplab_face/test_resume_determinism.py",
-    "tests/rl_scheduler/test_pair_tables.py",
-    "tests/eval/test_segment_video.py",
-    "tests/flownet2s/test_distribute.py",
-    "tests/rl_scheduler/test_train.py",
-    "tests/rl_scheduler/test_train_dvsnet.py",
-    "tests/deeplab_face/test_checkpoint.py",
-)
+# `make test` runs `pytest -n auto --dist loadfile`: xdist hands each worker whole files in collection order
+# (its reordering by test count is turned off below), so the longest files, by the last recorded run's
+# seconds (tests/file_durations.py says how to refresh them), start first and no long file is left to run
+# alone at the end while the other worker idles. Files without a record keep their order after these.
 
 
 def pytest_configure(config):
@@ -41,5 +23,7 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(session, config, items):
-    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))   # stable within a file
+    from tests.file_durations import load
+
+    seconds = load()
+    items.sort(key=lambda item: -seconds.get(item.nodeid.split("::")[0], 0.0))   # stable within a file
