@@ -172,8 +172,12 @@ def memory_run(frames, size=129, backbone="resnet_v1_50_beta", width=0.375, flow
         if result.index % MEMORY_SAMPLE_EVERY == 0 or result.index == frames - 1:
             samples.append((result.index, rss_kib()))
     half = [rss for index, rss in samples if index >= frames // 2]
+    final = rss_kib()
+    # The kernel syncs its per-thread RSS counters lazily, so VmHWM can lag a VmRSS read by a few MiB (seen
+    # on a 2-core AMD EPYC): the peak is at least every sample this run took.
+    peak = max([rss_kib("VmHWM"), after_warmup, final] + [rss for _, rss in samples])
     return dict(frames=frames, keys=keys, seconds=time.perf_counter() - start, rss_after_warmup_kib=after_warmup,
-                peak_rss_kib=rss_kib("VmHWM"), final_rss_kib=rss_kib(),
+                peak_rss_kib=peak, final_rss_kib=final,
                 ru_maxrss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                 second_half_growth_kib=half[-1] - half[0], samples=samples)
 

@@ -169,8 +169,10 @@ def _assert_same_update(out, report):
         np.testing.assert_array_equal(a, b)
     moved = max(float(np.abs(a - b).max()) for a, b in zip(after_1, before_1))
     assert moved > 5e-4, moved                                   # the update is not a no-op
+    # 1e-5, 2 % of the smallest update checked above: the two replicas' gradients are summed in another
+    # order than one device's, and on a 2-core AMD EPYC 2 of 393,216 DVSNet weights then differed by 2.5e-6
     for a, b in zip(after_1, after_2):
-        np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
 
 
 def test_reinforce_update_under_mirrored_equals_one_device(child_out):
