@@ -32,7 +32,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Work directory: data/, prepared/, checkpoints/, figures/, report.md, "
                     "results.json (WORKSPACE.md). Re-using it resumes the run.")
 flags.DEFINE_enum("config", "tiny", sorted(presets.PRESETS), "Experiment preset (eval/presets.py): tiny = "
-                  "embedded data, ~25 min on a 2-core CPU (README, Results); smoke = CI check; paper = the "
+                  "embedded data, ~30 min on a 2-core CPU (README, Results); smoke = CI check; paper = the "
                   "paper's settings.")
 flags.DEFINE_string("data_dir", None, "A real 300VW tree (NNN/vid.avi, NNN/annot/*.pts). Default: the embedded "
                     "data, generated into W/data. Required by --config=paper.")
