@@ -57,19 +57,21 @@ class CausalOracle(KeyScheduler):
 
 
 def split_by_video(caches, video_ids, targets, num_classes, signals=tuple(SIGNALS), tolerance=0.1, max_runs=8,
-                   log=None):
+                   log=None, schedulers=None):
     """The fixed interval and each reference of `signals`, calibrated to `targets` per test video, on
     all of them pooled (one threshold across videos, as the sweeps run), and with a per-video budget:
     {group: {curve: [point]}}, group = a video id, "pooled" or BUDGET_GROUP, points as eval.curves'
     (measured, `calibrated` flags). Pooled, a rule can spend keys on the video where they buy least; per
     video, it shows what each signal knows within a video; the budget group runs every video at its own
     calibrated threshold and pools the result, the key budget per video that the fixed interval and RL's
-    KAR limit (§3.2) keep."""
+    KAR limit (§3.2) keep. schedulers: more {name: knob -> KeyScheduler} calibrated the same way (the
+    workdir's RL policy, whose per-video budget is what budget mode, `segment_video --target_aki`, holds)."""
     from eval.curves import trace_scheduler
     from rl_scheduler.schedulers import make_scheduler
 
     makers = {"fixed": lambda k: make_scheduler("fixed", threshold=int(k))}
     makers.update({SIGNALS[s]: (lambda t, s=s: CausalOracle(threshold=t, signal=s)) for s in signals})
+    makers.update(schedulers or {})
     groups = [(str(v), [c]) for v, c in zip(video_ids, caches)] + [("pooled", list(caches))]
     out = {}
     for group, members in groups:
@@ -111,7 +113,8 @@ def split_markdown(split, tolerance=0.1):
     minus fixed; "-" where the calibration missed the band (never interpolated)."""
     from eval.curves import point_at_target
 
-    names = [n for n in REFERENCES if any(n in curves for curves in split.values())]
+    names = [n for n in list(REFERENCES) + sorted({n for curves in split.values() for n in curves} - set(REFERENCES))
+             if n != "fixed" and any(n in curves for curves in split.values())]
     header = ["group", "target AKI", "fixed"] + names + [f"{n} - fixed" for n in names]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for group, curves in split.items():

@@ -17,7 +17,7 @@ from absl import flags
 
 from deeplab_face import atomic, cli
 from deeplab_face.errors import ConfigError
-from eval.workdir import load_finished_run, parse_target_akis, require_finished
+from eval.workdir import finished_rl_stage, load_finished_run, parse_target_akis, require_finished
 
 DEFAULT_TARGETS = ("5", "10", "25", "50", "100")
 # A single video's response to a threshold steps more than the pool's: with 8 runs, runs/demo_s5 left
@@ -26,11 +26,13 @@ DEFAULT_MAX_RUNS = 12
 
 
 def causal_split(workdir, videos=None, target_akis=(5, 10, 25, 50, 100), signals=("gain", "propagated", "agreement"),
-                 aki_tolerance=0.1, max_calibration_runs=DEFAULT_MAX_RUNS, log=print):
-    """Writes W/causal_split.json and .md; returns {group: {curve: [point]}} (eval.causal_oracle.split_by_video)."""
+                 aki_tolerance=0.1, max_calibration_runs=DEFAULT_MAX_RUNS, log=print, rl=False):
+    """Writes W/causal_split.json and .md; returns {group: {curve: [point]}} (eval.causal_oracle.split_by_video).
+    rl: also the workdir's RL policy (its lowest KAR limit), per video, pooled and with a per-video budget."""
     from eval.causal_oracle import SIGNALS, split_by_video, split_markdown
 
-    require_finished(workdir)
+    checkpoints = require_finished(workdir)
+    schedulers = {"rl": _rl_maker(checkpoints)} if rl else None
     for signal in signals:
         if signal not in SIGNALS:
             raise ConfigError(f"--signals: {signal!r} is not one of {', '.join(SIGNALS)}")
@@ -38,12 +40,22 @@ def causal_split(workdir, videos=None, target_akis=(5, 10, 25, 50, 100), signals
     log(f"causal_split: N on every frame of {', '.join(videos)}")
     num_classes = int(dff.segmenter.output_shape[-1])
     split = split_by_video(caches, videos, [float(t) for t in target_akis], num_classes, tuple(signals),
-                           aki_tolerance, max_calibration_runs, log=log)
+                           aki_tolerance, max_calibration_runs, log=log, schedulers=schedulers)
     table = split_markdown(split, aki_tolerance)
     atomic.write_json(os.path.join(workdir, "causal_split.json"), split)
     atomic.write_text(os.path.join(workdir, "causal_split.md"), table + "\n")
     log(table)
     return split
+
+
+def _rl_maker(checkpoints):
+    """tau -> the workdir's RL scheduler (its lowest KAR limit's stage), as the sweeps build it."""
+    from rl_scheduler import load_policy
+    from rl_scheduler.schedulers import make_scheduler, policy_history_options
+
+    policy = load_policy(finished_rl_stage(checkpoints)[0])
+    history = policy_history_options(policy)
+    return lambda tau: make_scheduler("rl", policy=policy, threshold=tau, **history)
 
 
 def define_flags():
@@ -55,13 +67,16 @@ def define_flags():
                        lower_bound=0.01, upper_bound=0.5)
     flags.DEFINE_integer("max_calibration_runs", DEFAULT_MAX_RUNS, "Runs per rule and target at most.",
                          lower_bound=1)
+    flags.DEFINE_bool("rl", False, "Also the workdir's RL policy: per video, pooled, and with a per-video budget "
+                      "(what budget mode holds).")
 
 
 def main(argv):
     cli.check_command_line(argv, required=("workdir",))
     FLAGS = flags.FLAGS
     targets = parse_target_akis(FLAGS.target_akis)
-    causal_split(FLAGS.workdir, FLAGS.videos, targets, FLAGS.signals, FLAGS.aki_tolerance, FLAGS.max_calibration_runs)
+    causal_split(FLAGS.workdir, FLAGS.videos, targets, FLAGS.signals, FLAGS.aki_tolerance, FLAGS.max_calibration_runs,
+                 rl=FLAGS.rl)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ input (`motion_input=flow_change`): the deployable policy that reads F's motion,
 (`--config=tiny`).
 """
 import abc
-import glob
 import os
 import zlib
 
@@ -39,7 +38,7 @@ from absl import flags
 
 from deeplab_face import atomic, cli
 from deeplab_face.errors import ConfigError
-from eval.workdir import load_finished_run, parse_target_akis, require_finished
+from eval.workdir import finished_rl_stage, load_finished_run, parse_target_akis, require_finished
 
 TAPS = ("conv6", "conv6_1")
 # Stage-record keys that are not train_policy's arguments
@@ -175,15 +174,6 @@ def state_r2(wrapped, pairs=600, max_gap=40, seed=0):
     return float(np.corrcoef(values, gains)[0, 1] ** 2) if np.std(values) > 0 and np.std(gains) > 0 else None
 
 
-def _rl_stage(checkpoints):
-    """(stage dir, its config) of the workdir's RL stage (the lowest KAR limit when there are several)."""
-    found = sorted(d for d in glob.glob(os.path.join(checkpoints, "rl_eta*"))
-                   if os.path.exists(os.path.join(d, "DONE")))
-    if not found:
-        raise ConfigError(f"--workdir: no finished RL stage (rl_eta*/DONE) in {checkpoints}")
-    return found[0], atomic.read_json(os.path.join(found[0], "config.json"))
-
-
 def oracle_state(workdir, target_akis=(5, 10, 25, 50, 100), max_calibration_runs=8, aki_tolerance=0.1, log=print,
                  state="gain", gain_noise=0.0):
     """Trains (or resumes) the policy with `state` (a name of `STATES`; the gain with `gain_noise`) and sweeps
@@ -200,7 +190,7 @@ def oracle_state(workdir, target_akis=(5, 10, 25, 50, 100), max_calibration_runs
         raise ConfigError(f"--state: {state!r} is not one of {', '.join(STATES)}")
     if gain_noise and state != "gain":
         raise ConfigError(f"--gain_noise: {gain_noise:g} applies to --state=gain only, not {state}")
-    rl_dir, rl_config = _rl_stage(require_finished(workdir))   # before any model is loaded
+    rl_dir, rl_config = finished_rl_stage(require_finished(workdir))   # before any model is loaded
     stage, name = stage_name(state, gain_noise), output_name(state, gain_noise)
     wrap = lambda cache, video: STATES[state](cache, video, gain_noise)  # noqa: E731
     checkpoints, dff, test, test_ids = load_finished_run(workdir)

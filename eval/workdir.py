@@ -37,6 +37,18 @@ def require_finished(workdir, stages=("segmenter", "flownet")):
     return checkpoints
 
 
+def finished_rl_stage(checkpoints):
+    """(stage dir, its config.json) of the workdir's finished RL stage (the lowest KAR limit when there are
+    several), or a ConfigError."""
+    import glob
+
+    found = sorted(d for d in glob.glob(os.path.join(checkpoints, "rl_eta*"))
+                   if os.path.exists(os.path.join(d, "DONE")))
+    if not found:
+        raise ConfigError(f"--workdir: no finished RL stage (rl_eta*/DONE) in {checkpoints}")
+    return found[0], atomic.read_json(os.path.join(found[0], "config.json"))
+
+
 def load_finished_run(workdir, videos=None):
     """(checkpoints, dff, test caches with N on every frame, their video ids) of a finished workdir;
     `videos` defaults to results.json's test videos."""

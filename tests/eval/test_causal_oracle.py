@@ -123,6 +123,31 @@ def test_the_per_video_budget_runs_each_video_at_its_own_knob():
     assert f"| {BUDGET_GROUP} | 10 |" in split_markdown(split)
 
 
+def test_another_scheduler_is_calibrated_per_video_pooled_and_with_the_budget():
+    from eval.causal_oracle import BUDGET_GROUP, split_by_video, split_markdown
+
+    caches = [CutsCache(), CutsCache(frames=40, cuts=(9, 22))]
+    # under RL's name (its knob: tau in (0, 1)), a rule that keys on the present gain
+    split = split_by_video(caches, ["a", "b"], [10.0], CLASSES, signals=(), max_runs=12,
+                           schedulers={"rl": lambda t: CausalOracle(threshold=t)})
+    for group in ("a", "b", "pooled", BUDGET_GROUP):
+        assert set(split[group]) == {"fixed", "rl"}
+        point = split[group]["rl"][0]
+        assert point["calibrated"] and in_band(point["aki"], 10.0)
+    assert split["a"]["rl"][0]["miou"] > split["a"]["fixed"][0]["miou"]     # the cuts get the keys
+    assert split[BUDGET_GROUP]["rl"][0]["thresholds"] == [split[v]["rl"][0]["threshold"] for v in ("a", "b")]
+    assert "rl - fixed" in split_markdown(split)
+
+
+def test_causal_split_with_rl_needs_a_finished_rl_stage(tmp_path):
+    from deeplab_face.errors import ConfigError
+    from eval.workdir import finished_rl_stage
+
+    (tmp_path / "rl_eta0.05").mkdir()      # started, never finished
+    with pytest.raises(ConfigError, match=r"--workdir: no finished RL stage \(rl_eta\*/DONE\) in "):
+        finished_rl_stage(str(tmp_path))
+
+
 def test_causal_split_needs_a_finished_workdir(tmp_path):
     from deeplab_face.errors import ConfigError
     from eval.causal_split import causal_split

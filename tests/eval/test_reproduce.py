@@ -265,6 +265,19 @@ def test_a_second_run_on_a_busy_workdir_is_refused(tmp_path):
         holder.wait()
 
 
+def test_causal_split_calibrates_the_runs_rl_policy_per_video_and_with_the_budget(smoke_run):
+    from eval.causal_oracle import BUDGET_GROUP
+    from eval.causal_split import causal_split
+
+    workdir, _, _, _ = smoke_run
+    split = causal_split(str(workdir), target_akis=(2,), signals=(), max_calibration_runs=4, log=lambda line: None,
+                         rl=True)
+    assert set(split) == {"003", "pooled", BUDGET_GROUP}
+    for group in ("003", "pooled"):
+        assert set(split[group]) == {"fixed", "rl"} and split[group]["rl"][0]["target_aki"] == 2.0
+    assert "rl - fixed" in (workdir / "causal_split.md").read_text()
+
+
 def test_oracle_state_trains_on_the_runs_tables_and_sweeps_like_rl(smoke_run):
     """Last in this file: it adds checkpoints/rl_gain_state to the shared smoke workdir."""
     from eval.oracle_state import STAGE, oracle_state
