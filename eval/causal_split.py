@@ -9,7 +9,8 @@ target AKI on each test video alone, on all of them pooled (one threshold) and w
 table it prints). It answers why the pooled sweeps look as they do: a rule that is right within each
 video can still lose pooled by spending keys on the video where they buy least; the budget group is the
 split of keys over videos that the fixed interval and RL's KAR limit keep. Every number is a measured
-run; a target a rule cannot reach within the band is "-".
+run; a target a rule cannot reach within the band is "-". With `--rl` the workdir's RL policy is calibrated
+the same three ways: does RL lose on each video, or only by how the pooled threshold splits its keys?
 """
 import os
 
@@ -32,10 +33,10 @@ def causal_split(workdir, videos=None, target_akis=(5, 10, 25, 50, 100), signals
     from eval.causal_oracle import SIGNALS, split_by_video, split_markdown
 
     checkpoints = require_finished(workdir)
-    schedulers = {"rl": _rl_maker(checkpoints)} if rl else None
     for signal in signals:
         if signal not in SIGNALS:
             raise ConfigError(f"--signals: {signal!r} is not one of {', '.join(SIGNALS)}")
+    schedulers = {"rl": _rl_maker(checkpoints)} if rl else None
     _, dff, caches, videos = load_finished_run(workdir, videos)
     log(f"causal_split: N on every frame of {', '.join(videos)}")
     num_classes = int(dff.segmenter.output_shape[-1])
