@@ -137,7 +137,9 @@ class FlowChangeStateCache(StateCache):
         return self.cache.pair(k, i)
 
     def value(self, k, i, entry):
-        return float(entry.flow_magnitude) - float(self.cache.pair(k, k + 1).flow_magnitude)
+        from rl_scheduler.environment import flow_change
+
+        return flow_change(self.cache, k, i, entry)
 
 
 STATES = {"gain": GainStateCache, "frame_difference": FrameDifferenceStateCache,

@@ -26,6 +26,14 @@ from rl_scheduler import config, rewards
 from rl_scheduler.history import BatchedHistory, expert_options, motion_feature
 
 
+def flow_change(cache, k, i, pair=None):
+    """The motion since the key k at frame i as the flow net reports it (motion_input="flow_change"):
+    m(k, i) - m(k, k + 1), the mean flow magnitude less its value at the first frame after the key, so that
+    a flow net's content-dependent offset cancels. `pair`: cache.pair(k, i) when the caller has it."""
+    pair = cache.pair(k, i) if pair is None else pair
+    return float(pair.flow_magnitude) - float(cache.pair(k, k + 1).flow_magnitude)
+
+
 @dataclasses.dataclass
 class Episode:
     """One episode's M trajectories; arrays are (steps, M) with steps = T - 1 decisions."""
@@ -175,7 +183,7 @@ class KeyEnvironment:
         pair table (gaps up to max_gap or credit_horizon): the motion input's `motion_scale`."""
         from rl_scheduler.probe import sample_pairs   # the one random (video, k, i) sampler
 
-        values = [self.caches[c].pair(k, i).flow_magnitude - self.caches[c].pair(k, k + 1).flow_magnitude
+        values = [flow_change(self.caches[c], k, i)
                   for c, k, i in sample_pairs(self.caches, pairs, self.max_gap or self.credit_horizon, rng)]
         std = float(np.std(values))
         return 1.0 / std if std > 1e-9 else 1.0
@@ -263,9 +271,7 @@ class KeyEnvironment:
         """`expert` with the motion column appended: each running trial's flow magnitude less its key's first
         step's (0 for stopped trials), through `motion_feature`."""
         change = np.zeros(len(owner))
-        change[rows] = [pair_of[r].flow_magnitude
-                        - caches[owner[r]].pair(int(last_key[r]), int(last_key[r]) + 1).flow_magnitude
-                        for r in rows]
+        change[rows] = [flow_change(caches[owner[r]], int(last_key[r]), None, pair_of[r]) for r in rows]
         return np.concatenate([expert, motion_feature(change, self.motion_scale)[:, None]], 1)
 
     def _held_pairs(self, caches, starts, owner, running, frame, last_key, length):
